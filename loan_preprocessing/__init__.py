@@ -1,0 +1,1 @@
+"""Loan Prediction: schema, feature pipeline, data, model store and serving helpers."""

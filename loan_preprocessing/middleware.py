@@ -1,0 +1,138 @@
+"""ASGI middleware in front of the BentoML app: body-size limit, API key, and
+the X-Model-Tag response header. Plain ASGI so they work on any server."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable
+from typing import Any, Final
+
+MODEL_TAG_HEADER: Final = "X-Model-Tag"
+# Probes and metrics stay open even when an API key is set.
+OPEN_PATHS: Final = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/"})
+
+Scope = dict[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[dict[str, Any]], Any]
+
+
+async def _send_json(
+    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()
+) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+class BodySizeLimit:
+    """Answer 413 to bodies over `max_bytes`: at once when Content-Length says so,
+    otherwise as soon as the streamed body passes the limit."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return await self._refuse(send)
+        seen = 0
+        started = False
+
+        async def counted_receive() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        await _send_json(
+            send,
+            413,
+            {"error": f"request body is larger than the limit of {self.max_bytes} bytes"},
+            [(b"connection", b"close")],
+        )
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BearerAuth:
+    """When `api_key` is set, every path but the open ones needs it as a Bearer token."""
+
+    def __init__(self, app: Any, api_key: str | None) -> None:
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode() if api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.expected is None
+            or scope["type"] != "http"
+            or scope["path"] in OPEN_PATHS
+            or scope["path"].startswith("/docs")
+        ):
+            return await self.app(scope, receive, send)
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        # compare_digest: the time taken must not reveal how much of the key matched.
+        if not hmac.compare_digest(given, self.expected):
+            return await _send_json(
+                send,
+                401,
+                {"error": "missing or wrong API key: send 'Authorization: Bearer <key>'"},
+                [(b"www-authenticate", b"Bearer")],
+            )
+        await self.app(scope, receive, send)
+
+
+class ModelTagHeader:
+    """Adds X-Model-Tag (the tag of the model that decided) to every API response."""
+
+    def __init__(self, app: Any, model_tag: Callable[[], str | None]) -> None:
+        self.app = app
+        self.model_tag = model_tag
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_tag(message: dict[str, Any]) -> None:
+            tag = self.model_tag()
+            if message["type"] == "http.response.start" and tag:
+                message = {
+                    **message,
+                    "headers": [
+                        *message.get("headers", []),
+                        (MODEL_TAG_HEADER.lower().encode(), tag.encode()),
+                    ],
+                }
+            await send(message)
+
+        await self.app(scope, receive, send_with_tag)

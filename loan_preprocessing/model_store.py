@@ -1,0 +1,130 @@
+"""Saving the pipeline to, and loading it from, the BentoML model store.
+
+The pipeline is written with skops.io, never pickle: loading an artifact only
+builds the types on `TRUSTED_TYPES`, so a tampered file cannot run code. Its
+sha256 is recorded at save time and checked at load time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Final
+
+import bentoml
+import sklearn
+import skops.io
+from sklearn.pipeline import Pipeline
+
+MODEL_NAME: Final = "loan_approval"
+PIPELINE_FILE: Final = "pipeline.skops"
+
+# Types skops does not trust by default but that our own pipeline contains:
+# the module-level functions of the feature step, numpy dtypes and the fitted
+# trees of the boosting model. Anything else in a file means it was not
+# written by train.py, and loading refuses it.
+TRUSTED_TYPES: Final = (
+    "loan_preprocessing.features.add_loan_features",
+    "loan_preprocessing.features.model_feature_names",
+    "numpy.dtype",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+)
+
+
+class ModelLoadError(RuntimeError):
+    """A stored model that must not be served; the message says what to do."""
+
+
+def save_pipeline(
+    pipeline: Pipeline,
+    metadata: dict[str, Any],
+    labels: dict[str, str] | None = None,
+    extra_files: dict[str, Path] | None = None,
+) -> bentoml.Model:
+    """Store `pipeline` as a new `loan_approval:<version>` and return it."""
+    payload = skops.io.dumps(pipeline)
+    metadata = {
+        **metadata,
+        "artifact": {
+            "file": PIPELINE_FILE,
+            "format": "skops",
+            "sha256": hashlib.sha256(payload).hexdigest(),
+        },
+    }
+    with bentoml.models.create(MODEL_NAME, labels=labels or {}, metadata=metadata) as model:
+        Path(model.path_of(PIPELINE_FILE)).write_bytes(payload)
+        for name, source in (extra_files or {}).items():
+            target = Path(model.path_of(name))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+    return model
+
+
+def load_pipeline(model: bentoml.Model) -> Pipeline:
+    """Load and verify a stored pipeline; raise ModelLoadError with one clear line."""
+    metadata = model.info.metadata
+    artifact = metadata.get("artifact") or {}
+    path = Path(model.path_of(artifact.get("file", PIPELINE_FILE)))
+    if not path.is_file():
+        raise ModelLoadError(f"model {model.tag} has no {PIPELINE_FILE}; retrain with train.py")
+    trained_with = (metadata.get("versions") or {}).get("scikit-learn")
+    if trained_with != sklearn.__version__:
+        raise ModelLoadError(
+            f"model {model.tag} was trained with scikit-learn {trained_with}, this environment "
+            f"has {sklearn.__version__}; retrain it or install scikit-learn=={trained_with}"
+        )
+    payload = path.read_bytes()
+    digest = hashlib.sha256(payload).hexdigest()
+    if digest != artifact.get("sha256"):
+        raise ModelLoadError(
+            f"model {model.tag}: {path.name} sha256 {digest[:12]}... does not match the recorded "
+            f"{str(artifact.get('sha256'))[:12]}...; the file was changed after training, "
+            "retrain or restore it"
+        )
+    try:
+        untrusted = set(skops.io.get_untrusted_types(data=payload)) - set(TRUSTED_TYPES)
+    except Exception as exc:  # a truncated or garbled file
+        raise ModelLoadError(
+            f"model {model.tag}: {path.name} is not a readable skops file "
+            f"({type(exc).__name__}); retrain or restore it"
+        ) from exc
+    if untrusted:
+        raise ModelLoadError(
+            f"model {model.tag}: {path.name} contains types that are not trusted: "
+            f"{', '.join(sorted(untrusted))}; refusing to load it"
+        )
+    pipeline = skops.io.loads(payload, trusted=list(TRUSTED_TYPES))
+    if not isinstance(pipeline, Pipeline):
+        raise ModelLoadError(
+            f"model {model.tag}: {path.name} holds a "
+            f"{type(pipeline).__name__}, not a scikit-learn Pipeline"
+        )
+    return pipeline
+
+
+def get_model(tag: str) -> bentoml.Model:
+    """The stored model for `tag`, looked up locally only (never the network)."""
+    try:
+        return bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound as exc:
+        raise ModelLoadError(
+            f"no model {tag!r} in the BentoML store; train one with `python train.py` "
+            "(or `make train`)"
+        ) from exc
+
+
+def tag_to_serve(requested: str, bento: Any | None) -> str:
+    """The model tag a worker must load. Inside a built Bento that is the model the
+    Bento packaged, never whatever is newest in the local store, so a Bento serves
+    the same model wherever it runs; `requested` may only name that same model."""
+    if bento is None:
+        return requested
+    packaged = [str(m.tag) for m in bento.info.all_models if m.tag.name == MODEL_NAME]
+    if not packaged:
+        raise ModelLoadError(f"Bento {bento.tag} packages no {MODEL_NAME} model; rebuild it")
+    if requested in (f"{MODEL_NAME}:latest", MODEL_NAME) or requested in packaged:
+        return packaged[0] if requested not in packaged else requested
+    raise ModelLoadError(
+        f"LOAN_MODEL_TAG={requested} but Bento {bento.tag} packages {', '.join(packaged)}; "
+        "build a Bento with that model instead (LOAN_MODEL_TAG=... bentoml build)"
+    )

@@ -1,0 +1,195 @@
+"""The request and response schema of the loan-approval API, declared once.
+
+The service, the training code and the tests import these names; nothing else
+repeats a column name or a category level.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+ID_COLUMN: Final = "Loan_ID"
+TARGET_COLUMN: Final = "Loan_Status"
+APPROVED: Final = "Y"
+REJECTED: Final = "N"
+
+# Category levels exactly as they appear in the Loan Prediction data set.
+CATEGORY_LEVELS: Final[dict[str, tuple[str, ...]]] = {
+    "Gender": ("Male", "Female"),
+    "Married": ("Yes", "No"),
+    "Dependents": ("0", "1", "2", "3+"),
+    "Education": ("Graduate", "Not Graduate"),
+    "Self_Employed": ("Yes", "No"),
+    "Property_Area": ("Urban", "Semiurban", "Rural"),
+}
+CATEGORICAL_COLUMNS: Final = tuple(CATEGORY_LEVELS)
+NUMERIC_COLUMNS: Final = (
+    "ApplicantIncome",
+    "CoapplicantIncome",
+    "LoanAmount",
+    "Loan_Amount_Term",
+    "Credit_History",
+)
+# Column order of the data set's CSV files (without the id and the target).
+FEATURE_COLUMNS: Final = (
+    "Gender",
+    "Married",
+    "Dependents",
+    "Education",
+    "Self_Employed",
+    "ApplicantIncome",
+    "CoapplicantIncome",
+    "LoanAmount",
+    "Loan_Amount_Term",
+    "Credit_History",
+    "Property_Area",
+)
+REQUIRED_COLUMNS: Final = ("Education", "ApplicantIncome", "CoapplicantIncome", "Property_Area")
+CREDIT_HISTORY_LEVELS: Final = (0, 1)
+
+# Generous plausibility ceilings: they keep absurd values (and float overflow in
+# derived features) out of the model without rejecting any real application.
+MAX_MONTHLY_INCOME: Final = 10_000_000.0
+MAX_LOAN_AMOUNT: Final = 1_000_000.0  # in thousands
+MAX_LOAN_TERM_MONTHS: Final = 600.0
+
+
+def _dependents_from_number(value: object) -> object:
+    """Accept the whole numbers 0-3 as well as the data set's strings ("3+" means 3
+    or more); pandas exports 1.0 for 1 when the column has gaps."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value in (0, 1, 2, 3):
+        return "3+" if value == 3 else str(int(value))
+    return value
+
+
+def _number(
+    default: None = ...,
+    *,
+    description: str,
+    example: float,  # type: ignore[assignment]
+    gt: float | None = None,
+    ge: float | None = None,
+    le: float,
+) -> object:
+    """A numeric field; `...` as the default makes it required."""
+    # strict: a JSON string such as "5000" is a caller's mistake, not a number.
+    return Field(
+        default,
+        description=description,
+        examples=[example],
+        gt=gt,
+        ge=ge,
+        le=le,
+        strict=True,
+        allow_inf_nan=False,
+    )
+
+
+class LoanApplication(BaseModel):
+    """One loan application, with the data set's own field names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    Loan_ID: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Caller's identifier, echoed back.",
+        examples=["LP001015"],
+    )
+    Gender: Literal["Male", "Female"] | None = Field(
+        default=None, description="Applicant's gender.", examples=["Male"]
+    )
+    Married: Literal["Yes", "No"] | None = Field(
+        default=None, description="Whether the applicant is married.", examples=["Yes"]
+    )
+    Dependents: Annotated[
+        Literal["0", "1", "2", "3+"] | None, BeforeValidator(_dependents_from_number)
+    ] = Field(
+        default=None,
+        description='Number of dependents: "0", "1", "2", "3+" (or the integers 0-3).',
+        examples=["0"],
+    )
+    Education: Literal["Graduate", "Not Graduate"] = Field(
+        description="Applicant's education.", examples=["Graduate"]
+    )
+    Self_Employed: Literal["Yes", "No"] | None = Field(
+        default=None, description="Whether the applicant is self-employed.", examples=["No"]
+    )
+    ApplicantIncome: float = _number(
+        description="Applicant's monthly income.", example=5720, ge=0, le=MAX_MONTHLY_INCOME
+    )
+    CoapplicantIncome: float = _number(
+        description="Co-applicant's monthly income (0 when there is none).",
+        example=0,
+        ge=0,
+        le=MAX_MONTHLY_INCOME,
+    )
+    LoanAmount: float | None = _number(
+        None, description="Loan amount, in thousands.", example=110, gt=0, le=MAX_LOAN_AMOUNT
+    )
+    Loan_Amount_Term: float | None = _number(
+        None, description="Term of the loan in months.", example=360, gt=0, le=MAX_LOAN_TERM_MONTHS
+    )
+    Credit_History: Literal[0, 1] | None = Field(
+        default=None,
+        description="1 if the credit history meets the guidelines, else 0.",
+        examples=[1],
+    )
+    Property_Area: Literal["Urban", "Semiurban", "Rural"] = Field(
+        description="Where the property is.", examples=["Urban"]
+    )
+
+
+class Decision(BaseModel):
+    """The model's decision on one application."""
+
+    Loan_ID: str | None = Field(
+        description="The application's Loan_ID, if it had one.", examples=["LP001015"]
+    )
+    Loan_Status: Literal["Y", "N"] = Field(description="Y: approve, N: reject.", examples=["Y"])
+    probability: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="Estimated probability of approval, P(Loan_Status = Y).",
+        examples=[0.83],
+    )
+
+
+EXAMPLE_APPLICATION: Final = LoanApplication(
+    Loan_ID="LP001015",
+    Gender="Male",
+    Married="Yes",
+    Dependents="0",
+    Education="Graduate",
+    Self_Employed="No",
+    ApplicantIncome=5720,
+    CoapplicantIncome=0,
+    LoanAmount=110,
+    Loan_Amount_Term=360,
+    Credit_History=1,
+    Property_Area="Urban",
+)
+
+
+DEFAULT_MAX_APPLICATIONS: Final = 5_000
+
+
+def predict_request_model(max_applications: int = DEFAULT_MAX_APPLICATIONS) -> type[BaseModel]:
+    """The /predict request body, with the per-request row limit the service is
+    configured with. Unknown top-level keys are refused and `applications` has no
+    default: a typo must not silently score an example applicant."""
+
+    class PredictRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        applications: list[LoanApplication] = Field(
+            min_length=1,
+            max_length=max_applications,
+            description=f"The applications to decide, 1 to {max_applications} per request; "
+            "the answer keeps their order.",
+            examples=[[EXAMPLE_APPLICATION.model_dump()]],
+        )
+
+    return PredictRequest

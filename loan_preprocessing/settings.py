@@ -1,0 +1,65 @@
+"""Service settings, read once from the environment (names start with LOAN_)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Final
+
+from loan_preprocessing.model_store import MODEL_NAME
+
+ENV_PREFIX: Final = "LOAN_"
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Every knob of the running service; `LOAN_<FIELD NAME>` overrides each one."""
+
+    model_tag: str = f"{MODEL_NAME}:latest"
+    # Bodies above this are refused with 413 before they are read into memory.
+    max_body_bytes: int = 4_000_000
+    max_applications: int = 5_000
+    # When set, /predict needs "Authorization: Bearer <api_key>".
+    api_key: str | None = None
+    workers: int = 2
+    threads: int = 1
+    # A request still waiting after this many seconds gets 504.
+    timeout_seconds: float = 10.0
+    # Requests in flight per worker above this get 429 at once.
+    max_concurrency: int = 128
+    max_batch_size: int = 1_000
+    max_latency_ms: int = 500
+    access_log: bool = False
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ServiceSettings:
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            raw = environ.get(ENV_PREFIX + field.name.upper())
+            if raw is None or raw == "":
+                continue
+            kind = field.type if isinstance(field.type, str) else field.type.__name__
+            try:
+                values[field.name] = _parse(kind, raw)
+            except ValueError as exc:
+                raise ValueError(f"{ENV_PREFIX}{field.name.upper()}={raw!r}: {exc}") from None
+        return cls(**values)
+
+
+def _parse(kind: str, raw: str) -> object:
+    if kind == "int":
+        value = int(raw)
+        if value <= 0:
+            raise ValueError("must be a positive whole number")
+        return value
+    if kind == "float":
+        value = float(raw)
+        if not value > 0:
+            raise ValueError("must be a positive number")
+        return value
+    if kind == "bool":
+        if raw.lower() not in {"1", "0", "true", "false", "yes", "no"}:
+            raise ValueError("must be true or false")
+        return raw.lower() in {"1", "true", "yes"}
+    return raw

@@ -1,0 +1,84 @@
+"""Shared fixtures. Every test session gets a model store of its own (a temporary
+BENTOML_HOME), so tests never see or change the user's models."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL_DATA_DIR = ROOT.parent / "shared" / "data" / "loan-prediction"
+REAL_TRAINING_CSV = REAL_DATA_DIR / "training.csv"
+REAL_TEST_CSV = REAL_DATA_DIR / "test.csv"
+SAMPLE_CSV = ROOT / "data" / "loan_sample.csv"
+
+# Before anything imports BentoML's store: this session's own, thrown away at the end.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="loan-tests-bentoml-"))
+os.environ["BENTOML_HOME"] = str(_SESSION_HOME)
+os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+os.environ.pop("LOAN_MODEL_TAG", None)
+os.environ.pop("LOAN_API_KEY", None)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+
+
+def require_real_data() -> None:
+    """Skip, loudly, when the real data set is not next to the project."""
+    if not REAL_TRAINING_CSV.is_file() or not REAL_TEST_CSV.is_file():
+        pytest.skip(
+            f"REAL DATA ABSENT: {REAL_DATA_DIR} not found; this test checks the model "
+            "on the real Loan Prediction data and cannot run without it"
+        )
+
+
+@pytest.fixture(scope="session")
+def bentoml_home() -> Path:
+    return _SESSION_HOME
+
+
+@pytest.fixture(scope="session")
+def real_model_tag() -> str:
+    """A model trained by train.py on the real training data, in the session store.
+    Trained before any other model, so it is also `loan_approval:latest` until a
+    test trains another."""
+    require_real_data()
+    import train
+
+    assert train.main(["--data", str(REAL_TRAINING_CSV), "--quiet"]) == 0
+    import bentoml
+
+    return str(bentoml.models.get("loan_approval:latest").tag)
+
+
+@pytest.fixture(scope="session")
+def real_test_rows() -> list[dict]:
+    """The 367 unlabelled real applications as JSON records, exactly as pandas exports them."""
+    require_real_data()
+    import json
+
+    frame = pd.read_csv(REAL_TEST_CSV, encoding="utf-8-sig")
+    return json.loads(frame.to_json(orient="records"))
+
+
+@pytest.fixture(scope="session")
+def real_model(real_model_tag: str):
+    from loan_preprocessing.model_store import get_model, load_pipeline
+
+    stored = get_model(real_model_tag)
+    return stored, load_pipeline(stored)
+
+
+@pytest.fixture(scope="session")
+def real_model_tag_or_none(request: pytest.FixtureRequest) -> str | None:
+    """Train the real-data model first when the data is there, so the order of
+    models in the store does not depend on which tests run."""
+    if REAL_TRAINING_CSV.is_file():
+        return request.getfixturevalue("real_model_tag")
+    return None

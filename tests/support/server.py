@@ -1,0 +1,99 @@
+"""Run a real `bentoml serve` on 127.0.0.1 for tests and benchmarks, and stop it by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+BENTOML = str(Path(sys.executable).with_name("bentoml"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+    ready_seconds: float
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def bentoml_serve(
+    target: str = "service:LoanApproval",
+    *,
+    env: Mapping[str, str] | None = None,
+    log_path: Path,
+    ready_timeout: float = 60.0,
+    extra_args: tuple[str, ...] = (),
+) -> Iterator[RunningServer]:
+    """Start `bentoml serve target` on a free 127.0.0.1 port and wait for /readyz."""
+    port = free_port()
+    full_env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port), *extra_args],
+            cwd=ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        ready = wait_ready(url, process, ready_timeout)
+        if ready is None:
+            raise RuntimeError(
+                f"server did not become ready in {ready_timeout}s "
+                f"(exit code {process.poll()}):\n{log_path.read_text()[-3000:]}"
+            )
+        yield RunningServer(url, process, log_path, ready - started)
+    finally:
+        stop(process)
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float) -> float | None:
+    """Poll /readyz until it answers 200; the monotonic time it did, or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return None
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+                return time.monotonic()
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    return None
+
+
+def stop(process: subprocess.Popen, grace: float = 15.0) -> int | None:
+    """SIGTERM the server's process group (it was started in a session of its own,
+    so this reaches its workers and nothing else), then SIGKILL after `grace`."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+    return process.returncode

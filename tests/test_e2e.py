@@ -1,0 +1,109 @@
+"""End to end: a real `bentoml serve` subprocess on 127.0.0.1, real HTTP.
+
+Both the working tree's service and a built Bento must answer the 367 real test
+applications in order, with exactly the probabilities of the in-process pipeline.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from loan_preprocessing.features import to_feature_frame
+from loan_preprocessing.middleware import MODEL_TAG_HEADER
+from tests.support.server import ROOT, bentoml_serve
+
+pytestmark = pytest.mark.e2e
+BENTOML = str(Path(sys.executable).with_name("bentoml"))
+
+
+def assert_serves_like_the_pipeline(url: str, rows: list[dict], model) -> None:
+    stored, pipeline = model
+    expected = pipeline.predict_proba(to_feature_frame(rows))[:, 1]
+    response = httpx.post(f"{url}/predict", json={"applications": rows}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.headers[MODEL_TAG_HEADER] == str(stored.tag)
+    body = response.json()
+    assert [d["Loan_ID"] for d in body] == [r["Loan_ID"] for r in rows]
+    np.testing.assert_array_equal([d["probability"] for d in body], expected)
+    assert [d["Loan_Status"] for d in body] == ["Y" if p >= 0.5 else "N" for p in expected]
+    # One application per request gives the same answers as the whole batch.
+    for row, want in zip(rows[:20], body[:20], strict=True):
+        single = httpx.post(f"{url}/predict", json={"applications": [row]}, timeout=30)
+        assert single.status_code == 200 and single.json() == [want]
+
+
+def test_bentoml_serve_answers_the_real_test_rows(real_model, real_test_rows, tmp_path):
+    stored, _ = real_model
+    with bentoml_serve(
+        env={"LOAN_MODEL_TAG": str(stored.tag)}, log_path=tmp_path / "serve.log"
+    ) as server:
+        assert_serves_like_the_pipeline(server.url, real_test_rows, real_model)
+        bad = httpx.post(
+            f"{server.url}/predict", json={"applications": [{**real_test_rows[0], "Gender": "X"}]}
+        )
+        assert bad.status_code == 400
+        assert ["applications", 0, "Gender"] in [e["loc"] for e in bad.json()["detail"]]
+        assert httpx.get(f"{server.url}/livez").status_code == 200
+
+
+@pytest.fixture(scope="module")
+def built_bento(real_model) -> str:
+    stored, _ = real_model
+    result = subprocess.run(
+        [BENTOML, "build", "--output", "tag"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**_env(), "LOAN_MODEL_TAG": str(stored.tag)},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    match = re.search(r"loan_approval_service:\w+", result.stdout)
+    assert match, result.stdout
+    return match.group(0)
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
+
+
+def test_built_bento_serves_the_same_answers(built_bento, real_model, real_test_rows, tmp_path):
+    import train
+    from tests.conftest import SAMPLE_CSV
+
+    # A newer model in the store must not change what the Bento serves.
+    assert train.main(["--data", str(SAMPLE_CSV), "--quiet"]) == 0
+    with bentoml_serve(
+        built_bento, env={"LOAN_MODEL_TAG": ""}, log_path=tmp_path / "bento.log"
+    ) as server:
+        assert_serves_like_the_pipeline(server.url, real_test_rows, real_model)
+
+
+def test_bento_pins_the_versions_that_trained_the_model(built_bento, real_model, bentoml_home):
+    stored, _ = real_model
+    name, version = built_bento.split(":")
+    bento_dir = bentoml_home / "bentos" / name / version
+    locked = dict(
+        re.findall(
+            r"^([A-Za-z0-9_.-]+)==(\S+)$",
+            (bento_dir / "env/python/requirements.txt").read_text(),
+            re.M,
+        )
+    )
+    trained = stored.info.metadata["versions"]
+    for package in ("scikit-learn", "numpy", "pandas", "skops", "bentoml"):
+        assert locked[package] == trained[package], package
+    dockerfile = (bento_dir / "env/docker/Dockerfile").read_text()
+    assert f"python:{'.'.join(trained['python'].split('.')[:2])}" in dockerfile
+    assert "BENTOML_DO_NOT_TRACK=true" in dockerfile
+    bento_yaml = (bento_dir / "bento.yaml").read_text()
+    assert str(stored.tag) in bento_yaml
