@@ -1,0 +1,252 @@
+"""Loan applications from CSV text in the data set's format, validated row by row.
+
+Used by offline scoring (`python -m loan_preprocessing.score_csv`) and by the
+service's POST /predict_csv, so both refuse a bad file with the same messages:
+every problem names its line (1-based, the header is line 1) and its column.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, TextIO
+
+from pydantic import ValidationError
+
+from loan_preprocessing.schema import (
+    FEATURE_COLUMNS,
+    ID_COLUMN,
+    NUMERIC_COLUMNS,
+    REQUIRED_COLUMNS,
+    TARGET_COLUMN,
+    LoanApplication,
+)
+
+# Cells read as missing: the empty cell of the data set, and the spellings pandas
+# reads as NaN by default, so a file pandas wrote or read means the same here.
+MISSING_CELLS: Final = frozenset(
+    {"", "NA", "N/A", "n/a", "NaN", "nan", "-NaN", "-nan", "NULL", "null", "None", "<NA>", "#N/A"}
+)
+# Columns a file may carry that are not inputs: a labelled file scores as it is.
+IGNORED_COLUMNS: Final = (TARGET_COLUMN,)
+KNOWN_COLUMNS: Final = (ID_COLUMN, *FEATURE_COLUMNS, *IGNORED_COLUMNS)
+# Past this many, a file is clearly the wrong one; more messages would not help.
+MAX_REPORTED_PROBLEMS: Final = 20
+HEADER_LINE: Final = 1
+_SHOWN_VALUE_CHARS: Final = 40
+
+CsvSource = bytes | str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class CsvProblem:
+    """One thing wrong with one cell (or, with column None, with a whole line)."""
+
+    line: int
+    column: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" + (f", column {self.column}" if self.column else "")
+        return f"{where}: {self.message}"
+
+
+class CsvValidationError(ValueError):
+    """The CSV holds invalid rows; `.problems` lists them (at most
+    MAX_REPORTED_PROBLEMS), `.line`/`.column`/`.message` describe the first."""
+
+    def __init__(self, problems: list[CsvProblem], total: int | None = None) -> None:
+        if not problems:
+            raise ValueError("CsvValidationError needs at least one problem")
+        self.problems = problems[:MAX_REPORTED_PROBLEMS]
+        self.total = max(total or 0, len(problems))
+        first = self.problems[0]
+        self.line, self.column, self.message = first.line, first.column, first.message
+        more = self.total - 1
+        suffix = f" (and {more} more problem{'s' * (more > 1)})" if more else ""
+        super().__init__(f"{first}{suffix}")
+
+
+def parse_csv_applications(data: CsvSource, max_rows: int | None = None) -> list[LoanApplication]:
+    """Every application in `data` (CSV bytes or text, or a path to a CSV file),
+    in file order. Raises CsvValidationError listing the problems of every bad
+    row (capped), or at once when there are more than `max_rows` rows."""
+    applications: list[LoanApplication] = []
+    problems: list[CsvProblem] = []
+    total = rows = 0
+    with _open_text(data) as text:
+        for line, record in read_records(text):
+            rows += 1
+            if max_rows is not None and rows > max_rows:
+                raise CsvValidationError(
+                    [CsvProblem(line, None, f"more than {max_rows} applications in one file")]
+                )
+            try:
+                applications.append(application_from_record(record, line))
+            except CsvValidationError as exc:
+                total += exc.total
+                problems.extend(exc.problems[: MAX_REPORTED_PROBLEMS - len(problems)])
+    if problems:
+        raise CsvValidationError(problems, total)
+    if not applications:
+        raise CsvValidationError([CsvProblem(HEADER_LINE, None, "the file has no applications")])
+    return applications
+
+
+def iter_csv_applications(text: TextIO | Iterable[str]) -> Iterator[tuple[int, LoanApplication]]:
+    """(line number, application) for each row of an open CSV, lazily, so a large
+    file is never held in memory; stops with CsvValidationError at the first bad row."""
+    for line, record in read_records(text):
+        yield line, application_from_record(record, line)
+
+
+def read_records(text: TextIO | Iterable[str]) -> Iterator[tuple[int, dict[str, str | None]]]:
+    """The raw cells of each data row (missing cells as None) with the line it
+    starts on; checks the header first. Blank lines are skipped, not counted as rows."""
+    reader = csv.reader(text)
+    header = _next_row(reader)
+    if header is None:
+        raise CsvValidationError([CsvProblem(HEADER_LINE, None, "the file is empty")])
+    header = [name.strip().lstrip("\ufeff") for name in header]
+    check_header(header)
+    line = reader.line_num + 1
+    while (cells := _next_row(reader)) is not None:
+        # A quoted cell may span lines: a row starts where the previous one ended.
+        start, line = line, reader.line_num + 1
+        if not any(cell.strip() for cell in cells):
+            continue
+        if len(cells) != len(header):
+            raise CsvValidationError(
+                [
+                    CsvProblem(
+                        start,
+                        None,
+                        f"{len(cells)} values but the header has {len(header)} columns",
+                    )
+                ]
+            )
+        yield (
+            start,
+            {
+                name: None if cell.strip() in MISSING_CELLS else cell.strip()
+                for name, cell in zip(header, cells, strict=True)
+            },
+        )
+
+
+def _next_row(reader: Iterator[list[str]]) -> list[str] | None:
+    """The next row, or None at the end; malformed CSV becomes a CsvValidationError."""
+    try:
+        return next(reader, None)
+    except csv.Error as exc:
+        raise CsvValidationError(
+            [CsvProblem(reader.line_num, None, f"not valid CSV: {exc}")]  # type: ignore[attr-defined]
+        ) from None
+
+
+def check_header(header: list[str]) -> None:
+    """Refuse unknown, duplicated or missing required columns; optional columns
+    may be absent (then every row is missing them), as in the JSON API."""
+    problems = [
+        CsvProblem(HEADER_LINE, name or "(empty)", f"unknown column; allowed: {_allowed()}")
+        for name in header
+        if name not in KNOWN_COLUMNS
+    ]
+    problems += [
+        CsvProblem(HEADER_LINE, name, "column appears more than once")
+        for name in sorted({n for n in header if header.count(n) > 1})
+    ]
+    problems += [
+        CsvProblem(HEADER_LINE, name, "required column is missing")
+        for name in REQUIRED_COLUMNS
+        if name not in header
+    ]
+    if problems:
+        raise CsvValidationError(problems)
+
+
+def application_from_record(record: Mapping[str, str | None], line: int) -> LoanApplication:
+    """Validate one row with the API's own schema; CsvValidationError lists every
+    bad cell of the row."""
+    fields: dict[str, object] = {}
+    problems: list[CsvProblem] = []
+    for name, cell in record.items():
+        if name in IGNORED_COLUMNS:
+            continue
+        try:
+            fields[name] = _typed(name, cell)
+        except ValueError:
+            problems.append(CsvProblem(line, name, f"not a number: {_shown(cell)}"))
+            fields[name] = cell
+    try:
+        application = LoanApplication.model_validate(fields)
+    except ValidationError as exc:
+        reported = {p.column for p in problems}
+        for error in exc.errors():
+            column = str(error["loc"][0]) if error["loc"] else None
+            if column not in reported:
+                problems.append(CsvProblem(line, column, _message(error, record)))
+    if problems:
+        raise CsvValidationError(sorted(problems, key=_column_order))
+    return application
+
+
+def _column_order(problem: CsvProblem) -> int:
+    """Problems of a row in the data set's column order."""
+    known = list(KNOWN_COLUMNS)
+    return known.index(problem.column) if problem.column in known else -1
+
+
+def _typed(name: str, cell: str | None) -> object:
+    """A cell as the JSON API would receive it: numbers as floats, the rest as text."""
+    if cell is None:
+        return None
+    if name in NUMERIC_COLUMNS:
+        return float(cell)
+    if name == "Dependents":
+        # pandas writes 1.0 for 1 when the column has gaps; the schema accepts numbers.
+        try:
+            return float(cell)
+        except ValueError:
+            return cell
+    return cell
+
+
+def _message(error: Mapping[str, object], record: Mapping[str, str | None]) -> str:
+    loc = error.get("loc") or ()
+    message = str(error["msg"])
+    if error.get("type") == "missing" or (error.get("input") is None and loc):
+        return "required value is missing"
+    if loc and str(loc[0]) in record:
+        return f"{message}, got {_shown(record[str(loc[0])])}"
+    return message
+
+
+def _shown(cell: str | None) -> str:
+    text = "" if cell is None else cell
+    return repr(text if len(text) <= _SHOWN_VALUE_CHARS else text[:_SHOWN_VALUE_CHARS] + "...")
+
+
+def _allowed() -> str:
+    return ", ".join(KNOWN_COLUMNS)
+
+
+@contextmanager
+def _open_text(data: CsvSource) -> Iterator[TextIO]:
+    """A text stream over CSV bytes, CSV text or a file path (str is text, not a path)."""
+    if isinstance(data, str):
+        yield io.StringIO(data, newline="")
+        return
+    raw = data if isinstance(data, bytes) else Path(data).read_bytes()
+    try:
+        # utf-8-sig: some copies of the public data start with a byte-order mark.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise CsvValidationError([CsvProblem(line, None, "not UTF-8 text")]) from None
+    yield io.StringIO(text, newline="")
