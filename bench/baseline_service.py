@@ -1,0 +1,56 @@
+"""The framework's ceiling: the loan service's schema, settings and middleware,
+with NO model. Every application gets the same constant decision.
+
+    BENTOML_DO_NOT_TRACK=true bentoml serve bench.baseline_service:NoModelBaseline
+
+`make bench` serves this next to the real service, under the same traffic, so
+the ratio of the two says what the model and its preprocessing cost on top of
+BentoML itself (validation, batching, serialization, HTTP).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import bentoml
+
+from loan_preprocessing.middleware import BearerAuth, BodySizeLimit, ModelTagHeader
+from loan_preprocessing.schema import (
+    APPROVED,
+    Decision,
+    LoanApplication,
+    predict_request_model,
+)
+from loan_preprocessing.settings import ServiceSettings
+
+SETTINGS = ServiceSettings.from_env()
+BASELINE_TAG: Final = "no_model:baseline"
+# A typical probability: the response has the same size as a real one.
+CONSTANT_PROBABILITY: Final = 0.8312345678901234
+
+
+@bentoml.service(
+    name="loan_approval_no_model_baseline",
+    workers=SETTINGS.workers,
+    threads=SETTINGS.threads,
+    traffic={"timeout": SETTINGS.timeout_seconds, "max_concurrency": SETTINGS.max_concurrency},
+    logging={"access": {"enabled": SETTINGS.access_log}},
+)
+class NoModelBaseline:
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=SETTINGS.max_batch_size,
+        max_latency_ms=SETTINGS.max_latency_ms,
+        input_spec=predict_request_model(SETTINGS.max_applications),
+    )
+    def predict(self, applications: list[LoanApplication]) -> list[Decision]:
+        """The same answer for everyone: the cost of the framework alone."""
+        return [
+            Decision(Loan_ID=a.Loan_ID, Loan_Status=APPROVED, probability=CONSTANT_PROBABILITY)
+            for a in applications
+        ]
+
+
+NoModelBaseline.add_asgi_middleware(ModelTagHeader, model_tag=lambda: BASELINE_TAG)
+NoModelBaseline.add_asgi_middleware(BearerAuth, api_key=SETTINGS.api_key)
+NoModelBaseline.add_asgi_middleware(BodySizeLimit, max_bytes=SETTINGS.max_body_bytes)

@@ -1,0 +1,78 @@
+"""Driving a server with wrk and reading back its figures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+LUA_SCRIPT: Final = Path(__file__).resolve().parent / "wrk" / "post_bodies.lua"
+RESULT_MARKER: Final = "BENCH_JSON "
+INSTALL_HINT: Final = (
+    "wrk is not installed: `apt-get install wrk` (Debian/Ubuntu; `make bench` does it "
+    "when run as root)"
+)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What one wrk run measured."""
+
+    requests: int
+    seconds: float
+    errors: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+
+    @property
+    def requests_per_second(self) -> float:
+        return self.requests / self.seconds
+
+
+def find_wrk() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise SystemExit(INSTALL_HINT)
+    return path
+
+
+def run_wrk(
+    url: str, bodies: Path, *, connections: int, seconds: float, threads: int = 2
+) -> LoadResult:
+    """POST the bodies to url/predict from `connections` clients for `seconds`."""
+    threads = min(threads, connections)
+    command = [
+        find_wrk(),
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "20s",
+        "--latency",
+        "-s",
+        str(LUA_SCRIPT),
+        url,
+        "--",
+        str(bodies),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith(RESULT_MARKER)]
+    if result.returncode != 0 or not lines:
+        raise RuntimeError(f"wrk failed ({result.returncode}): {result.stderr}{result.stdout}")
+    figures = json.loads(lines[-1][len(RESULT_MARKER) :])
+    latency = figures["latency_us"]
+    return LoadResult(
+        requests=figures["requests"],
+        seconds=figures["duration_us"] / 1e6,
+        # Non-2xx answers and socket errors both count: a fast error is not a result.
+        errors=sum(figures["errors"].values()),
+        p50_ms=latency["p50"] / 1e3,
+        p90_ms=latency["p90"] / 1e3,
+        p99_ms=latency["p99"] / 1e3,
+        max_ms=latency["max"] / 1e3,
+    )

@@ -1,0 +1,69 @@
+"""What the numbers were measured on: machine, load, code version, process memory."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from loan_preprocessing.environment import PROJECT_ROOT
+
+WORKER_MODULE = "_bentoml_impl.worker.service"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "cpu_model": cpu_model(),
+        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def git_commit() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True
+        ).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+
+
+def worker_memory(server_pid: int) -> dict[str, float]:
+    """Resident memory of a `bentoml serve` process tree's workers: the sum over the
+    workers divided by their number (RSS counts shared pages in each process, so
+    this is pessimistic), plus the unique memory per worker for comparison."""
+    workers = [
+        p
+        for p in psutil.Process(server_pid).children(recursive=True)
+        if WORKER_MODULE in " ".join(p.cmdline())
+    ]
+    if not workers:
+        return {"workers": 0, "rss_mb_per_worker": float("nan"), "uss_mb_per_worker": float("nan")}
+    rss = sum(p.memory_info().rss for p in workers)
+    uss = sum(p.memory_full_info().uss for p in workers)
+    return {
+        "workers": len(workers),
+        "rss_mb_per_worker": rss / len(workers) / 1e6,
+        "uss_mb_per_worker": uss / len(workers) / 1e6,
+    }

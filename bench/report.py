@@ -1,0 +1,95 @@
+"""The benchmark's table (for people) and JSON (for comparing runs)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+FLASK_SINGLE_ROW_RPS: Final = 76.0  # the classic Flask + gunicorn recipe, 32 clients
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One row of the table: how to read it from a server's results, how to show
+    it, and the target the issue set (None: no target)."""
+
+    key: str
+    label: str
+    fmt: str
+    higher_is_better: bool
+    target: str
+
+
+FIGURES: Final = (
+    Figure(
+        "single_rps", "single-row requests/s, 32 clients", "{:,.0f}", True, ">= 0.9x and >= 456"
+    ),
+    Figure("single_p50_ms", "single-row p50 latency, ms", "{:,.1f}", False, ""),
+    Figure("single_p99_ms", "single-row p99 latency, ms", "{:,.1f}", False, "<= 150"),
+    Figure("batch_rows_per_s", "rows/s, 1000-row requests, 4 clients", "{:,.0f}", True, ">= 0.8x"),
+    Figure("ready_s", "start to /readyz ready, s", "{:,.1f}", False, "<= 6"),
+    Figure("rss_mb_per_worker", "resident memory per worker, MB", "{:,.0f}", False, "<= 300"),
+)
+
+
+def target_met(key: str, service: float, ceiling: float) -> bool | None:
+    """The issue's targets; None when a figure has none."""
+    if key == "single_rps":
+        return service >= 0.9 * ceiling and service >= 6 * FLASK_SINGLE_ROW_RPS
+    if key == "single_p99_ms":
+        return service <= 150
+    if key == "batch_rows_per_s":
+        return service >= 0.8 * ceiling
+    if key == "ready_s":
+        return service <= 6
+    if key == "rss_mb_per_worker":
+        return service <= 300
+    return None
+
+
+def table(service: dict[str, float], ceiling: dict[str, float]) -> str:
+    rows = [("figure", "service", "no-model ceiling", "ratio", "target")]
+    for f in FIGURES:
+        s, c = service[f.key], ceiling[f.key]
+        ratio = s / c if c and not math.isnan(c) else float("nan")
+        met = target_met(f.key, s, c)
+        verdict = "" if met is None else ("ok " if met else "MISS ") + f.target
+        rows.append((f.label, f.fmt.format(s), f.fmt.format(c), f"{ratio:.2f}", verdict))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, r in enumerate(rows):
+        cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in (1, 2, 3)]
+        lines.append("| " + " | ".join([*cells, r[4].ljust(widths[4])]) + " |")
+        if n == 0:
+            lines.append(
+                "|"
+                + "|".join("-" * (w + 2) for w in widths[:1])
+                + "|"
+                + "|".join("-" * (w + 1) + ":" for w in widths[1:4])
+                + "|"
+                + "-" * (widths[4] + 2)
+                + "|"
+            )
+    return "\n".join(lines)
+
+
+def inprocess_table(figures: dict[str, dict[str, float]]) -> str:
+    lines = [
+        "| rows | pipeline.predict_proba(frame), ms | frame + predict_proba, ms | rows/s |",
+        "|---:|---:|---:|---:|",
+    ]
+    for size, f in figures.items():
+        total = f["frame_and_predict_proba_ms"]
+        lines.append(
+            f"| {int(size):,} | {f['pipeline_predict_proba_ms']:.2f} | {total:.2f} "
+            f"| {int(size) / total * 1e3:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_json(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,177 @@
+"""`make bench`: the served model against the framework's ceiling, on this machine.
+
+    python -m bench.run [--seconds 10] [--home DIR] [--only service|ceiling]
+
+Trains (or reuses) a model in a BentoML store of its own, serves it with
+`bentoml serve service:LoanApproval` on 127.0.0.1, drives it with wrk, then does
+the same for a no-model service with the same schema, settings and middleware
+(bench/baseline_service.py), and times the pipeline in-process. Prints a table;
+writes every figure, with the machine, its load and the git commit, to
+bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+
+from bench.bodies import BATCH_ROWS, application_rows, write_bodies
+from bench.load import find_wrk, run_wrk
+from bench.machine import git_commit, load_average, machine_info, worker_memory
+from bench.model import REAL_TEST_CSV, default_home, ensure_model, training_data
+from bench.report import inprocess_table, table, write_json
+from loan_preprocessing.environment import PROJECT_ROOT
+from loan_preprocessing.settings import ServiceSettings
+from tests.support.server import bentoml_serve
+
+RESULTS_PATH: Final = PROJECT_ROOT / "bench" / "results" / "latest.json"
+SERVICE_TARGET: Final = "service:LoanApproval"
+CEILING_TARGET: Final = "bench.baseline_service:NoModelBaseline"
+SINGLE_ROW_CLIENTS: Final = 32
+BATCH_CLIENTS: Final = 4
+WARM_UP_SECONDS: Final = 2.0
+
+
+def measure_server(
+    target: str, env: dict[str, str], bodies: dict[str, Path], seconds: float, log_path: Path
+) -> dict[str, Any]:
+    """Start `target`, check it answers, load it with single-row then 1000-row
+    requests (each after a short warm-up), and read its workers' memory."""
+    with bentoml_serve(target, env=env, log_path=log_path) as server:
+        probe = json.loads(bodies["single"].read_text().splitlines()[0])
+        answer = httpx.post(f"{server.url}/predict", json=probe, timeout=30)
+        if answer.status_code != 200:
+            raise RuntimeError(f"{target} answered {answer.status_code}: {answer.text[:500]}")
+        run_wrk(
+            server.url, bodies["single"], connections=SINGLE_ROW_CLIENTS, seconds=WARM_UP_SECONDS
+        )
+        single = run_wrk(
+            server.url, bodies["single"], connections=SINGLE_ROW_CLIENTS, seconds=seconds
+        )
+        run_wrk(server.url, bodies["batch"], connections=BATCH_CLIENTS, seconds=WARM_UP_SECONDS)
+        batch = run_wrk(server.url, bodies["batch"], connections=BATCH_CLIENTS, seconds=seconds)
+        memory = worker_memory(server.process.pid)
+        ready = server.ready_seconds
+    return {
+        "single_rps": single.requests_per_second,
+        "single_p50_ms": single.p50_ms,
+        "single_p99_ms": single.p99_ms,
+        "batch_rows_per_s": batch.requests_per_second * BATCH_ROWS,
+        "ready_s": ready,
+        **memory,
+        "load": {"single_row": asdict(single), f"{BATCH_ROWS}_row": asdict(batch)},
+    }
+
+
+def measure_inprocess(env: dict[str, str], tag: str, rows_path: Path) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.inprocess", tag, str(rows_path)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"in-process benchmark failed: {result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="each measured wrk run")
+    parser.add_argument(
+        "--home", type=Path, help="BENTOML_HOME for the model (default: a cache in the temp dir)"
+    )
+    parser.add_argument("--only", choices=("service", "ceiling"), help="measure one server only")
+    parser.add_argument("--out", type=Path, default=RESULTS_PATH)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    find_wrk()  # fail before training or serving anything
+    started = time.monotonic()
+    data, real = training_data()
+    home = args.home or default_home(data)
+    load_before = load_average()
+    with tempfile.TemporaryDirectory(prefix="loan-bench-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        print(f"model store {home} (training data: {'real' if real else 'synthetic'} {data.name})")
+        tag, trained = ensure_model(home, data, scratch / "train.log")
+        print(f"{'trained' if trained else 'reusing'} {tag}")
+        rows = application_rows([REAL_TEST_CSV, data] if real else [data])
+        bodies = write_bodies(rows, scratch)
+        rows_path = scratch / "rows.json"
+        rows_path.write_text(json.dumps(rows))
+        env = {
+            **os.environ,
+            "BENTOML_HOME": str(home),
+            "BENTOML_DO_NOT_TRACK": "true",
+            "LOAN_MODEL_TAG": tag,
+        }
+        servers: dict[str, dict[str, Any]] = {}
+        for name, target in (("service", SERVICE_TARGET), ("ceiling", CEILING_TARGET)):
+            if args.only and args.only != name:
+                continue
+            print(f"measuring {name} ({target}) ...", flush=True)
+            servers[name] = measure_server(
+                target, env, bodies, args.seconds, scratch / f"{name}.log"
+            )
+        print("measuring the pipeline in-process ...", flush=True)
+        inprocess = measure_inprocess(env, tag, rows_path)
+    result = {
+        "servers": servers,
+        "inprocess_ms": inprocess,
+        "model": {
+            "tag": tag,
+            "training_data": "real" if real else "synthetic",
+            "rows_in_bodies": len(rows),
+        },
+        "settings": asdict(ServiceSettings.from_env()),
+        "load_generator": {
+            "tool": "wrk",
+            "seconds": args.seconds,
+            "single_row_clients": SINGLE_ROW_CLIENTS,
+            "batch_clients": BATCH_CLIENTS,
+            "batch_rows": BATCH_ROWS,
+        },
+        "machine": {
+            **machine_info(),
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
+        },
+        "git": git_commit(),
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
+    result["settings"].pop("api_key", None)
+    write_json(args.out, result)
+    if "service" in servers and "ceiling" in servers:
+        print()
+        print(table(servers["service"], servers["ceiling"]))
+    else:
+        print(json.dumps(servers, indent=2))
+    print()
+    print(inprocess_table(inprocess))
+    m = result["machine"]
+    print(
+        f"\n{m['logical_cores']} cores ({m['cpu_model']}), load average before "
+        f"{load_before}, after {m['load_average_after']}; commit {result['git']['commit'][:10]}"
+        f"{' (dirty)' if result['git']['dirty'] else ''}; {result['wall_seconds']} s; "
+        f"figures in {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
