@@ -1,18 +1,24 @@
 """Train the loan-approval pipeline and save it to the BentoML model store.
 
     python train.py [--data PATH] [--seed N] [--min-roc-auc F | --allow-low-auc]
+                    [--report-dir DIR]
 
 Steps: load the CSV, search hyperparameters by cross-validation on a training
 part, measure on held-out rows, refuse a model below the ROC AUC floor, refit
-on every row and save it as `loan_approval:<version>` with its metrics and lineage.
+on every row and save it as `loan_approval:<version>` with its metrics and lineage,
+its training report (plots of the held-out predictions) and the reference profile
+of its training data that drift reports compare with.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
+import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,8 +37,16 @@ from loan_preprocessing.data import (
     file_sha256,
     read_applications,
 )
-from loan_preprocessing.environment import apply_project_defaults
-from loan_preprocessing.model_store import save_pipeline
+from loan_preprocessing.drift import PROFILE_FILE, build_reference_profile
+from loan_preprocessing.environment import PROJECT_ROOT, apply_project_defaults
+from loan_preprocessing.model_store import MODEL_NAME, save_pipeline
+from loan_preprocessing.report import (
+    STORE_REPORT_DIR,
+    Holdout,
+    TrainingReport,
+    build_report,
+    write_report,
+)
 from loan_preprocessing.schema import (
     CATEGORY_LEVELS,
     FEATURE_COLUMNS,
@@ -51,6 +65,7 @@ HOLDOUT_SHARE: Final = 0.2
 # The classic tutorial's split, kept so results compare with it.
 CLASSIC_SPLIT: Final = {"test_size": 0.25, "random_state": 42}
 DEFAULT_MIN_ROC_AUC: Final = 0.70
+DEFAULT_REPORT_DIR: Final = PROJECT_ROOT / "reports"
 
 
 class QualityFloorError(RuntimeError):
@@ -63,6 +78,8 @@ class TrainingResult:
     threshold: float
     best_params: dict[str, Any]
     metrics: dict[str, float]
+    # The held-out rows and their predictions, for the training report.
+    holdout: Holdout | None = None
 
 
 def search_and_fit(
@@ -77,7 +94,10 @@ def search_and_fit(
 def evaluate(
     pipeline: Pipeline, threshold: float, features: pd.DataFrame, target: np.ndarray
 ) -> dict[str, float]:
-    probability = pipeline.predict_proba(features)[:, 1]
+    return scores(target, pipeline.predict_proba(features)[:, 1], threshold)
+
+
+def scores(target: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, float]:
     return {
         "accuracy": float(accuracy_score(target, probability >= threshold)),
         "roc_auc": float(roc_auc_score(target, probability)),
@@ -96,7 +116,8 @@ def train(
     log(f"[1/3] searching on {len(train_y)} rows, holding out {len(test_y)}")
     threshold = DECISION_THRESHOLD
     pipeline, _ = search_and_fit(train_x, train_y, seed, verbose)
-    holdout = evaluate(pipeline, threshold, test_x, test_y)
+    held_out = Holdout(pipeline, test_x, test_y, pipeline.predict_proba(test_x)[:, 1])
+    holdout = scores(test_y, held_out.probabilities, threshold)
 
     log("[2/3] the classic split (test_size=0.25, random_state=42)")
     c_train_x, c_test_x, c_train_y, c_test_y = train_test_split(features, target, **CLASSIC_SPLIT)
@@ -112,7 +133,7 @@ def train(
         "classic_split_accuracy": classic["accuracy"],
         "classic_split_roc_auc": classic["roc_auc"],
     }
-    return TrainingResult(final, threshold, params, metrics)
+    return TrainingResult(final, threshold, params, metrics, held_out)
 
 
 def check_quality_floor(metrics: dict[str, float], min_roc_auc: float) -> None:
@@ -155,6 +176,33 @@ def build_metadata(
     }
 
 
+def save_model(
+    result: TrainingResult,
+    metadata: dict[str, Any],
+    labels: dict[str, str],
+    report: TrainingReport,
+    profile: dict[str, Any],
+    run_label: str,
+) -> bentoml.Model:
+    """Save the pipeline with its report and reference profile in its folder.
+
+    The version is made by the store as the model is created, after these files
+    are staged, so the stored plots are titled with `run_label` (data, seed, time);
+    the copy in the report directory, written once the tag is known, names it."""
+    with tempfile.TemporaryDirectory(prefix="loan-train-") as staging_dir:
+        staging = Path(staging_dir)
+        report_files = write_report(report, staging / STORE_REPORT_DIR, run_label)
+        (staging / PROFILE_FILE).write_text(json.dumps(profile, indent=1) + "\n")
+        extra_files = {f"{STORE_REPORT_DIR}/{path.name}": path for path in report_files}
+        extra_files[PROFILE_FILE] = staging / PROFILE_FILE
+        return save_pipeline(result.pipeline, metadata, labels=labels, extra_files=extra_files)
+
+
+def run_label(data_path: Path, seed: int, when: datetime) -> str:
+    """What identifies a training run before its model has a tag."""
+    return f"{data_path.name}, seed {seed}, trained {when:%Y-%m-%d %H:%M} UTC"
+
+
 def _plain(value: Any) -> Any:
     """numpy scalars to Python ones, so the metadata is plain YAML."""
     return value.item() if isinstance(value, np.generic) else value
@@ -180,6 +228,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="save even when the held-out ROC AUC is below the floor",
     )
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        default=DEFAULT_REPORT_DIR,
+        help="write the training report into DIR/<model version>/ (default: reports/)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no search progress")
     return parser.parse_args(argv)
 
@@ -197,12 +251,21 @@ def main(argv: list[str] | None = None) -> int:
     except QualityFloorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    model = save_pipeline(
-        result.pipeline,
+    assert result.holdout is not None  # train() always keeps it
+    report = build_report(result.holdout, result.threshold, result.metrics, args.seed)
+    label = run_label(args.data, args.seed, datetime.now(UTC))
+    model = save_model(
+        result,
         build_metadata(result, args.data, len(target), args.seed),
-        labels={"data": args.data.name},
+        {"data": args.data.name},
+        report,
+        build_reference_profile(features),
+        f"{MODEL_NAME}: {label}",
     )
     print(f"saved {model.tag}")
+    report_dir = args.report_dir / str(model.tag.version)
+    write_report(report, report_dir, f"{model.tag}: {label}", model_tag=str(model.tag))
+    print(f"report {report_dir}")
     return 0
 
 

@@ -1,0 +1,101 @@
+"""The training report: its numbers, its plots, and where train.py puts it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.model_selection import train_test_split
+
+from loan_preprocessing.data import features_and_target, read_applications
+from loan_preprocessing.drift import PROFILE_FILE
+from loan_preprocessing.features import build_pipeline
+from loan_preprocessing.model_store import get_model
+from loan_preprocessing.report import (
+    METRICS_FILE,
+    REPORT_FILES,
+    STORE_REPORT_DIR,
+    Holdout,
+    build_report,
+    draw_figures,
+    write_report,
+)
+from loan_preprocessing.schema import FEATURE_COLUMNS
+from tests.conftest import SAMPLE_CSV
+from tests.support.trained import sample_model_with_report
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def small_report():
+    """A report of a quickly fitted pipeline (no search) on the synthetic sample."""
+    features, target = features_and_target(read_applications(SAMPLE_CSV))
+    train_x, test_x, train_y, test_y = train_test_split(
+        features, target, test_size=0.2, stratify=target, random_state=0
+    )
+    pipeline = build_pipeline(HistGradientBoostingClassifier(max_iter=30, random_state=0))
+    pipeline.fit(train_x, train_y)
+    holdout = Holdout(pipeline, test_x, test_y, pipeline.predict_proba(test_x)[:, 1])
+    return build_report(holdout, 0.5, {"holdout_roc_auc": 0.8}, seed=0)
+
+
+def test_summary_counts_add_up(small_report):
+    holdout = small_report.summary["holdout"]
+    assert sum(holdout["confusion_matrix"].values()) == holdout["rows"] == 123
+    decided = int((small_report.probabilities >= 0.5).sum())
+    assert holdout["confusion_matrix"]["tp"] + holdout["confusion_matrix"]["fp"] == decided
+
+
+def test_permutation_importance_is_over_the_raw_input_columns(small_report):
+    assert set(small_report.importance.index) == set(FEATURE_COLUMNS)
+    assert set(small_report.summary["permutation_importance"]["mean"]) == set(FEATURE_COLUMNS)
+    # Credit history dominates the synthetic sample as it does the real data.
+    assert small_report.importance.index[0] == "Credit_History"
+
+
+def test_every_plot_is_titled_and_labelled(small_report):
+    figures = draw_figures(small_report, "loan_approval:abc123")
+    assert set(figures) == set(REPORT_FILES) - {METRICS_FILE}
+    for name, figure in figures.items():
+        assert figure.get_suptitle() == "loan_approval:abc123", name
+        (ax,) = figure.axes
+        assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel(), name
+
+
+def test_write_report_writes_json_and_pngs(small_report, tmp_path):
+    written = write_report(small_report, tmp_path / "v1", "title", model_tag="loan_approval:v1")
+    assert [p.name for p in written] == list(REPORT_FILES)
+    summary = json.loads((tmp_path / "v1" / METRICS_FILE).read_text())
+    assert summary["model_tag"] == "loan_approval:v1"
+    assert summary["threshold"] == 0.5
+    for path in written[1:]:
+        assert path.read_bytes().startswith(PNG_SIGNATURE) and path.stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def trained(real_model_tag_or_none) -> tuple[str, Path]:
+    return sample_model_with_report()
+
+
+def test_training_writes_the_report_into_report_dir_and_the_model(trained):
+    tag, report_dir = trained
+    model = get_model(tag)
+    in_store = Path(model.path_of(STORE_REPORT_DIR))
+    for name in REPORT_FILES:
+        assert (report_dir / name).is_file(), name
+        assert (in_store / name).is_file(), name
+    assert Path(model.path_of(PROFILE_FILE)).is_file()
+    local = json.loads((report_dir / METRICS_FILE).read_text())
+    stored = json.loads((in_store / METRICS_FILE).read_text())
+    assert local["model_tag"] == tag and tag in local["title"]
+    # The same numbers travel with the model; they are the ones in its metadata.
+    assert local["metrics"] == stored["metrics"] == model.info.metadata["metrics"]
+    assert local["holdout"]["rows"] == stored["holdout"]["rows"] == 123
+    assert np.isclose(
+        local["permutation_importance"]["mean"]["Credit_History"],
+        stored["permutation_importance"]["mean"]["Credit_History"],
+    )
