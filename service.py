@@ -1,29 +1,50 @@
-"""The loan-approval HTTP service: one adaptively batched /predict API.
+"""The loan-approval HTTP service: an adaptively batched /predict and a CSV upload.
 
     BENTOML_DO_NOT_TRACK=true bentoml serve service:LoanApproval --host 127.0.0.1
 
 The model is the whole scikit-learn pipeline saved by train.py; it is declared
-here so `bentoml build` packages it, and loaded once per worker.
+here so `bentoml build` packages it, verified once before any worker starts, and
+loaded once per worker.
 """
 
 from __future__ import annotations
 
-import bentoml
-import numpy as np
+import logging
+from pathlib import Path
+from typing import Annotated
 
-from loan_preprocessing.features import to_feature_frame
-from loan_preprocessing.middleware import BearerAuth, BodySizeLimit, ModelTagHeader
-from loan_preprocessing.model_store import get_model, load_pipeline, tag_to_serve
-from loan_preprocessing.schema import (
-    APPROVED,
-    REJECTED,
-    Decision,
-    LoanApplication,
-    predict_request_model,
+import bentoml
+from bentoml.validators import ContentType
+from pydantic import SerializeAsAny
+from starlette.responses import JSONResponse, Response
+
+from loan_preprocessing.csv_rows import CsvValidationError, parse_csv_applications
+from loan_preprocessing.decide import Scorer, Unscored
+from loan_preprocessing.metrics import domain_metrics, failed_fields
+from loan_preprocessing.middleware import (
+    BearerAuth,
+    BodySizeLimit,
+    ModelTagHeader,
+    ValidationFailureCounter,
 )
+from loan_preprocessing.model_store import get_model, load_pipeline, tag_to_serve
+from loan_preprocessing.prediction_log import PredictionLog
+from loan_preprocessing.schema import Decision, LoanApplication, predict_request_model
+from loan_preprocessing.scoring_output import decisions_to_csv
+from loan_preprocessing.service_logging import quiet_validation_tracebacks
 from loan_preprocessing.settings import ServiceSettings
 
 SETTINGS = ServiceSettings.from_env()
+API_PATHS = frozenset({"/predict", "/predict_csv"})
+logger = logging.getLogger("loan_approval")
+
+
+def _load_scorer() -> Scorer:
+    # LoanApproval.bento is set when BentoML serves a built Bento.
+    stored = get_model(tag_to_serve(SETTINGS.model_tag, LoanApproval.bento))
+    return Scorer(
+        load_pipeline(stored), str(stored.tag), float(stored.info.metadata.get("threshold", 0.5))
+    )
 
 
 @bentoml.service(
@@ -36,12 +57,23 @@ class LoanApproval:
     model = bentoml.models.BentoModel(SETTINGS.model_tag)
     serving_tag: str | None = None
 
+    @bentoml.on_deployment
+    def verify_model() -> None:
+        """Runs once in the main process before workers start: a missing, tampered,
+        untrusted or incompatible model stops `bentoml serve` with one line."""
+        _load_scorer()
+
     def __init__(self) -> None:
-        # LoanApproval.bento is set when BentoML serves a built Bento.
-        stored = get_model(tag_to_serve(SETTINGS.model_tag, LoanApproval.bento))
-        self.pipeline = load_pipeline(stored)
-        self.threshold = float(stored.info.metadata.get("threshold", 0.5))
-        type(self).serving_tag = str(stored.tag)
+        quiet_validation_tracebacks()
+        self.scorer = _load_scorer()
+        self.metrics = domain_metrics()
+        self.metrics.model_info.labels(model_tag=self.scorer.tag).set(1)
+        self.log = (
+            PredictionLog(SETTINGS.prediction_log, SETTINGS.prediction_log_loan_id)
+            if SETTINGS.prediction_log
+            else None
+        )
+        type(self).serving_tag = self.scorer.tag
 
     @bentoml.api(
         batchable=True,
@@ -49,20 +81,64 @@ class LoanApproval:
         max_latency_ms=SETTINGS.max_latency_ms,
         input_spec=predict_request_model(SETTINGS.max_applications),
     )
-    def predict(self, applications: list[LoanApplication]) -> list[Decision]:
+    def predict(self, applications: list[LoanApplication]) -> list[SerializeAsAny[Decision]]:
         """Approve (Y) or reject (N) each application, in order, with P(Y)."""
-        frame = to_feature_frame([a.model_dump() for a in applications])
-        probabilities = self.pipeline.predict_proba(frame)[:, 1]
-        return [
-            Decision(
-                Loan_ID=a.Loan_ID,
-                Loan_Status=APPROVED if p >= self.threshold else REJECTED,
-                probability=float(p),
+        decisions = self.scorer.decide(applications)
+        self._record(applications, decisions)
+        return decisions
+
+    @bentoml.api(route="/predict_csv")
+    def predict_csv(
+        self, file: Annotated[Path, ContentType("text/csv")]
+    ) -> Annotated[str, ContentType("text/csv")]:
+        """Score a CSV file in the data set's format (multipart field `file`);
+        answers CSV `Loan_ID,Loan_Status,probability` in the file's order."""
+        try:
+            applications = parse_csv_applications(file, max_rows=SETTINGS.max_applications)
+        except CsvValidationError as exc:
+            self.metrics.validation_failures.labels(field=exc.column or "file").inc()
+            return JSONResponse(
+                status_code=400,
+                content={
+                    "error": str(exc),
+                    "detail": [
+                        {"line": p.line, "column": p.column, "msg": p.message} for p in exc.problems
+                    ],
+                },
             )
-            for a, p in zip(applications, np.clip(probabilities, 0.0, 1.0), strict=True)
+        decisions = self.scorer.decide(applications)
+        if any(isinstance(d, Unscored) for d in decisions):
+            return JSONResponse(
+                status_code=500,
+                content={"error": "the model could not score every row; see the server log"},
+            )
+        self._record(applications, decisions)
+        return Response(decisions_to_csv(decisions), media_type="text/csv")
+
+    def _record(self, applications: list[LoanApplication], decisions: list[Decision]) -> None:
+        scored = [
+            (a, d)
+            for a, d in zip(applications, decisions, strict=True)
+            if not isinstance(d, Unscored)
         ]
+        if len(scored) < len(decisions):
+            self.metrics.unscored_rows.inc(len(decisions) - len(scored))
+        self.metrics.record_decisions(
+            [d.Loan_Status for _, d in scored], [d.probability for _, d in scored]
+        )
+        if self.log is not None and scored:
+            self.log.write(self.scorer.tag, *zip(*scored, strict=True))
 
 
+def _count_validation_failures(detail: list[dict]) -> None:
+    for field in failed_fields(detail):
+        domain_metrics().validation_failures.labels(field=field).inc()
+
+
+# Outermost last: the size limit runs first, then the key, then the rest.
+LoanApproval.add_asgi_middleware(
+    ValidationFailureCounter, paths=API_PATHS, on_failure=_count_validation_failures
+)
 LoanApproval.add_asgi_middleware(ModelTagHeader, model_tag=lambda: LoanApproval.inner.serving_tag)
 LoanApproval.add_asgi_middleware(BearerAuth, api_key=SETTINGS.api_key)
 LoanApproval.add_asgi_middleware(BodySizeLimit, max_bytes=SETTINGS.max_body_bytes)

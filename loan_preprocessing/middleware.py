@@ -136,3 +136,41 @@ class ModelTagHeader:
             await send(message)
 
         await self.app(scope, receive, send_with_tag)
+
+
+class ValidationFailureCounter:
+    """Reports the fields named by each 400 answer of the API paths (to count
+    validation failures by field), without changing or delaying the answer."""
+
+    def __init__(
+        self, app: Any, paths: frozenset[str], on_failure: Callable[[list[dict[str, Any]]], None]
+    ) -> None:
+        self.app = app
+        self.paths = paths
+        self.on_failure = on_failure
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            return await self.app(scope, receive, send)
+        status = 0
+        body = bytearray()
+
+        async def watching_send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and status == 400:
+                body.extend(message.get("body", b""))
+                if not message.get("more_body", False):
+                    self._report(bytes(body))
+            await send(message)
+
+        await self.app(scope, receive, watching_send)
+
+    def _report(self, body: bytes) -> None:
+        try:
+            detail = json.loads(body).get("detail")
+        except (ValueError, AttributeError):
+            return
+        if isinstance(detail, list):
+            self.on_failure(detail)

@@ -3,6 +3,8 @@ starlette's TestClient (real HTTP semantics, no server process)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from starlette.testclient import TestClient
@@ -41,7 +43,9 @@ def test_the_class_called_directly(service_module):
     instance = service_module.LoanApproval()
     [decision] = instance.predict([EXAMPLE_APPLICATION])
     assert decision.Loan_ID == "LP001015"
-    assert decision.Loan_Status == ("Y" if decision.probability >= instance.threshold else "N")
+    assert decision.Loan_Status == (
+        "Y" if decision.probability >= instance.scorer.threshold else "N"
+    )
 
 
 def test_predict_returns_decisions_in_order_with_the_model_tag(client, real_test_rows):
@@ -105,3 +109,79 @@ def test_malformed_json_gets_400(client):
         "/predict", content=b'{"applications": [', headers={"content-type": "application/json"}
     )
     assert response.status_code == 400
+
+
+def test_predict_csv_answers_like_predict(client):
+    from tests.conftest import REAL_TEST_CSV, require_real_data
+
+    require_real_data()
+    content = REAL_TEST_CSV.read_bytes()
+    response = client.post("/predict_csv", files={"file": ("test.csv", content, "text/csv")})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/csv")
+    lines = response.text.splitlines()
+    assert lines[0] == "Loan_ID,Loan_Status,probability"
+    assert len(lines) == 1 + 367
+    import pandas as pd
+
+    rows = json.loads(pd.read_csv(REAL_TEST_CSV, encoding="utf-8-sig").to_json(orient="records"))
+    decisions = client.post("/predict", json={"applications": rows}).json()
+    expected = [f"{d['Loan_ID']},{d['Loan_Status']},{d['probability']!r}" for d in decisions]
+    assert lines[1:] == expected
+
+
+def test_predict_csv_names_line_and_column_of_a_bad_row(client):
+    csv_text = (
+        "Loan_ID,Gender,Married,Dependents,Education,Self_Employed,ApplicantIncome,"
+        "CoapplicantIncome,LoanAmount,Loan_Amount_Term,Credit_History,Property_Area\n"
+        "A1,Male,Yes,0,Graduate,No,5720,0,110,360,1,Urban\n"
+        "A2,Male,Yes,0,Graduate,No,-5,0,110,360,1,Urban\n"
+    )
+    response = client.post("/predict_csv", files={"file": ("x.csv", csv_text, "text/csv")})
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert detail[0]["line"] == 3 and detail[0]["column"] == "ApplicantIncome"
+
+
+def test_a_row_the_model_raises_on_fails_only_its_own_request(client, monkeypatch):
+    """Isolation inside an adaptive batch: the model raising on one valid
+    application must not fail the other requests batched with it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from loan_preprocessing.decide import Scorer
+
+    real_probabilities = Scorer.probabilities
+
+    def fails_on_poison(self, applications):
+        if any(a.Loan_ID == "POISON" for a in applications):
+            raise RuntimeError("simulated model fault")
+        return real_probabilities(self, applications)
+
+    monkeypatch.setattr(Scorer, "probabilities", fails_on_poison)
+    bodies = [{"applications": [{**EXAMPLE, "Loan_ID": f"G{i}"}]} for i in range(12)]
+    bodies.insert(5, {"applications": [{**EXAMPLE, "Loan_ID": "POISON"}]})
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        responses = list(pool.map(lambda b: client.post("/predict", json=b), bodies))
+    statuses = {b["applications"][0]["Loan_ID"]: r.status_code for b, r in zip(bodies, responses)}
+    assert statuses.pop("POISON") == 500
+    assert set(statuses.values()) == {200}
+    assert "simulated model fault" not in responses[5].text
+
+
+def test_scorer_isolates_the_failing_row(service_module, monkeypatch):
+    from loan_preprocessing.decide import Scorer, Unscored
+    from loan_preprocessing.schema import LoanApplication
+
+    instance = service_module.LoanApproval()
+    real_probabilities = Scorer.probabilities
+
+    def fails_on_poison(self, applications):
+        if any(a.Loan_ID == "POISON" for a in applications):
+            raise RuntimeError("simulated model fault")
+        return real_probabilities(self, applications)
+
+    monkeypatch.setattr(Scorer, "probabilities", fails_on_poison)
+    rows = [LoanApplication(**{**EXAMPLE, "Loan_ID": i}) for i in ("A", "POISON", "B")]
+    decisions = instance.scorer.decide(rows)
+    assert [type(d) is Unscored for d in decisions] == [False, True, False]
+    assert decisions[0].probability == decisions[2].probability

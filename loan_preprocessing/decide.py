@@ -1,0 +1,81 @@
+"""Turning validated applications into decisions with a loaded pipeline.
+
+One place for the decision rule (P(Y) against the model's threshold) so the
+HTTP APIs, offline scoring and the Spark job cannot disagree.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+from pydantic import model_serializer
+from sklearn.pipeline import Pipeline
+
+from loan_preprocessing.features import to_feature_frame
+from loan_preprocessing.schema import APPROVED, REJECTED, Decision, LoanApplication
+
+logger = logging.getLogger(__name__)
+DEFAULT_THRESHOLD: Final = 0.5
+
+
+class UnscoredRowError(RuntimeError):
+    """The model raised on a valid application."""
+
+
+class Unscored(Decision):
+    """Stands in for the decision on a row the model raised on.
+
+    BentoML's adaptive batcher answers every request of a batch from one call, and
+    only sees one list of rows; a row it cannot serialise fails the response of
+    the one request that holds it (500), while the other requests of the batch
+    are answered normally. The API's return type uses SerializeAsAny so that this
+    serialiser runs.
+    """
+
+    @model_serializer
+    def _refuse(self) -> dict:
+        raise UnscoredRowError("the model could not score an application of this request")
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A loaded pipeline, the model tag it came from, and its decision threshold."""
+
+    pipeline: Pipeline
+    tag: str
+    threshold: float = DEFAULT_THRESHOLD
+
+    def probabilities(self, applications: Sequence[LoanApplication]) -> np.ndarray:
+        frame = to_feature_frame([a.model_dump() for a in applications])
+        return np.clip(self.pipeline.predict_proba(frame)[:, 1], 0.0, 1.0)
+
+    def decide(self, applications: Sequence[LoanApplication]) -> list[Decision]:
+        """A decision per application, in order. If the model raises on the batch,
+        each row is retried alone, and only rows that still fail are Unscored."""
+        try:
+            probabilities: Sequence[float | None] = self.probabilities(applications)
+        except Exception:
+            logger.exception(
+                "the model raised on a batch of %d; retrying row by row", len(applications)
+            )
+            probabilities = [self._probability_or_none(a) for a in applications]
+        return [self._decision(a, p) for a, p in zip(applications, probabilities, strict=True)]
+
+    def _probability_or_none(self, application: LoanApplication) -> float | None:
+        try:
+            return float(self.probabilities([application])[0])
+        except Exception:
+            logger.exception("the model raised on application %s", application.Loan_ID)
+            return None
+
+    def _decision(self, application: LoanApplication, probability: float | None) -> Decision:
+        if probability is None:
+            return Unscored(Loan_ID=application.Loan_ID, Loan_Status=REJECTED, probability=0.0)
+        status = APPROVED if probability >= self.threshold else REJECTED
+        return Decision(
+            Loan_ID=application.Loan_ID, Loan_Status=status, probability=float(probability)
+        )
