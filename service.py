@@ -32,7 +32,7 @@ from loan_preprocessing.prediction_log import PredictionLog
 from loan_preprocessing.schema import Decision, LoanApplication, predict_request_model
 from loan_preprocessing.scoring_output import decisions_to_csv
 from loan_preprocessing.service_logging import quiet_validation_tracebacks
-from loan_preprocessing.settings import ServiceSettings
+from loan_preprocessing.settings import ServiceSettings, worker_envs
 
 SETTINGS = ServiceSettings.from_env()
 API_PATHS = frozenset({"/predict", "/predict_csv"})
@@ -52,6 +52,7 @@ def _load_scorer() -> Scorer:
     threads=SETTINGS.threads,
     traffic={"timeout": SETTINGS.timeout_seconds, "max_concurrency": SETTINGS.max_concurrency},
     logging={"access": {"enabled": SETTINGS.access_log}},
+    envs=worker_envs(SETTINGS),
 )
 class LoanApproval:
     model = bentoml.models.BentoModel(SETTINGS.model_tag)

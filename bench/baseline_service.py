@@ -21,7 +21,7 @@ from loan_preprocessing.schema import (
     LoanApplication,
     predict_request_model,
 )
-from loan_preprocessing.settings import ServiceSettings
+from loan_preprocessing.settings import ServiceSettings, worker_envs
 
 SETTINGS = ServiceSettings.from_env()
 BASELINE_TAG: Final = "no_model:baseline"
@@ -35,6 +35,7 @@ CONSTANT_PROBABILITY: Final = 0.8312345678901234
     threads=SETTINGS.threads,
     traffic={"timeout": SETTINGS.timeout_seconds, "max_concurrency": SETTINGS.max_concurrency},
     logging={"access": {"enabled": SETTINGS.access_log}},
+    envs=worker_envs(SETTINGS),
 )
 class NoModelBaseline:
     @bentoml.api(

@@ -66,4 +66,6 @@ def worker_memory(server_pid: int) -> dict[str, float]:
         "workers": len(workers),
         "rss_mb_per_worker": rss / len(workers) / 1e6,
         "uss_mb_per_worker": uss / len(workers) / 1e6,
+        # What the model's thread pools were given (settings.worker_envs).
+        "worker_omp_num_threads": workers[0].environ().get("OMP_NUM_THREADS"),
     }

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import model_serializer
 from sklearn.pipeline import Pipeline
 
-from loan_preprocessing.features import to_feature_frame
+from loan_preprocessing.features import predict_applications_proba
 from loan_preprocessing.schema import APPROVED, REJECTED, Decision, LoanApplication
 
 logger = logging.getLogger(__name__)
@@ -50,8 +50,8 @@ class Scorer:
     threshold: float = DEFAULT_THRESHOLD
 
     def probabilities(self, applications: Sequence[LoanApplication]) -> np.ndarray:
-        frame = to_feature_frame([a.model_dump() for a in applications])
-        return np.clip(self.pipeline.predict_proba(frame)[:, 1], 0.0, 1.0)
+        # Same numbers as pipeline.predict_proba(to_feature_frame(rows)), faster.
+        return np.clip(predict_applications_proba(self.pipeline, applications)[:, 1], 0.0, 1.0)
 
     def decide(self, applications: Sequence[LoanApplication]) -> list[Decision]:
         """A decision per application, in order. If the model raises on the batch,

@@ -6,7 +6,7 @@ model sees the same dtypes whether rows come from a CSV file or from JSON.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -37,6 +37,8 @@ MODEL_FEATURES: Final = (
     "LogApplicantIncome",
     "Loan_Amount_Term",
 )
+# The steps of build_pipeline's Pipeline, by name.
+PIPELINE_STEPS: Final = ["derive", "impute", "classify"]
 # +1: a better credit history never lowers the approval probability.
 MONOTONIC_CONSTRAINTS: Final = tuple(1 if f == "CreditHistory" else 0 for f in MODEL_FEATURES)
 
@@ -68,26 +70,50 @@ def add_loan_features(frame: pd.DataFrame) -> pd.DataFrame:
     """The model's features from an application frame: affordability (log incomes,
     instalment-to-income) and indicator columns. Stateless, so it lives in a
     FunctionTransformer; missing numbers stay NaN for the imputer."""
-    income = frame["ApplicantIncome"] + frame["CoapplicantIncome"]
-    term = frame["Loan_Amount_Term"].fillna(DEFAULT_TERM_MONTHS)
+    columns = {name: frame[name].to_numpy() for name in DERIVED_FROM}
+    return pd.DataFrame(
+        loan_feature_matrix(columns), columns=list(MODEL_FEATURES), index=frame.index
+    )
+
+
+# The application fields the model's features are computed from.
+DERIVED_FROM: Final = (
+    "ApplicantIncome",
+    "CoapplicantIncome",
+    "LoanAmount",
+    "Loan_Amount_Term",
+    "Credit_History",
+    "Married",
+    "Property_Area",
+    "Education",
+)
+
+
+def loan_feature_matrix(columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """MODEL_FEATURES as a float64 matrix (one row per application) from the
+    DERIVED_FROM columns. Plain numpy, the one definition of the features: the
+    pipeline's FunctionTransformer and the serving fast path both call it."""
+    applicant = np.asarray(columns["ApplicantIncome"], dtype=np.float64)
+    income = applicant + np.asarray(columns["CoapplicantIncome"], dtype=np.float64)
+    amount = np.asarray(columns["LoanAmount"], dtype=np.float64)
+    term = np.asarray(columns["Loan_Amount_Term"], dtype=np.float64)
+    credit = np.asarray(columns["Credit_History"], dtype=np.float64)
     # LoanAmount is in thousands; the instalment ignores interest on purpose
     # (the data has no rate), it is a ratio the model can rescale.
-    instalment = frame["LoanAmount"] * 1000.0 / term
-    credit = frame["Credit_History"]
-    return pd.DataFrame(
-        {
-            "CreditHistory": credit.where(credit.notna(), UNKNOWN_CREDIT_HISTORY),
-            "IsMarried": (frame["Married"] == "Yes").astype(np.float64),
-            "IsSemiurban": (frame["Property_Area"] == "Semiurban").astype(np.float64),
-            "IsGraduate": (frame["Education"] == "Graduate").astype(np.float64),
-            "LogTotalIncome": np.log1p(income),
-            "LogLoanAmount": np.log(frame["LoanAmount"]),
-            "LogInstalmentToIncome": np.log(instalment / (income + 1.0)),
-            "LogApplicantIncome": np.log1p(frame["ApplicantIncome"]),
-            "Loan_Amount_Term": frame["Loan_Amount_Term"],
-        },
-        index=frame.index,
-    )
+    instalment = amount * 1000.0 / np.where(np.isnan(term), DEFAULT_TERM_MONTHS, term)
+    features = {
+        "CreditHistory": np.where(np.isnan(credit), UNKNOWN_CREDIT_HISTORY, credit),
+        # Compared as object arrays: a missing category (None or NaN) is simply not equal.
+        "IsMarried": np.asarray(columns["Married"], dtype=object) == "Yes",
+        "IsSemiurban": np.asarray(columns["Property_Area"], dtype=object) == "Semiurban",
+        "IsGraduate": np.asarray(columns["Education"], dtype=object) == "Graduate",
+        "LogTotalIncome": np.log1p(income),
+        "LogLoanAmount": np.log(amount),
+        "LogInstalmentToIncome": np.log(instalment / (income + 1.0)),
+        "LogApplicantIncome": np.log1p(applicant),
+        "Loan_Amount_Term": term,
+    }
+    return np.column_stack([features[name] for name in MODEL_FEATURES]).astype(np.float64)
 
 
 def model_feature_names(transformer: object, input_features: Iterable[str]) -> list[str]:
@@ -100,8 +126,85 @@ def build_pipeline(classifier: object) -> Pipeline:
     derive = FunctionTransformer(add_loan_features, feature_names_out=model_feature_names)
     return Pipeline(
         [
-            ("derive", derive),
-            ("impute", SimpleImputer(strategy="median")),
-            ("classify", classifier),
+            (PIPELINE_STEPS[0], derive),
+            (PIPELINE_STEPS[1], SimpleImputer(strategy="median")),
+            (PIPELINE_STEPS[2], classifier),
         ]
     )
+
+
+def application_columns(applications: Sequence[object]) -> dict[str, np.ndarray]:
+    """The DERIVED_FROM columns of validated applications (objects with those
+    attributes, e.g. LoanApplication), read straight from the attributes: no
+    model_dump, no DataFrame. Missing numbers become NaN, missing categories None."""
+    columns: dict[str, np.ndarray] = {}
+    for name in DERIVED_FROM:
+        values = [getattr(a, name) for a in applications]
+        kind = np.float64 if name in NUMERIC_COLUMNS else object
+        # numpy turns None into NaN in a float64 array, as to_feature_frame does.
+        columns[name] = np.array(values, dtype=kind)
+    return columns
+
+
+class FastPredictor:
+    """`predict_proba` of a fitted `build_pipeline` on validated applications, with
+    the fitted steps called directly: the same features (`loan_feature_matrix`), the
+    imputer's fitted medians and the same classifier on the same float64 matrix,
+    so the numbers are identical (tests/test_fast_path.py), without the pandas and
+    input-validation overhead that dominates small batches."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        problem = _fast_path_problem(pipeline)
+        if problem:
+            raise ValueError(f"no fast path for this pipeline: {problem}")
+        self.pipeline = pipeline
+        self.medians = np.asarray(pipeline.named_steps["impute"].statistics_, dtype=np.float64)
+        self.classifier = pipeline.named_steps["classify"]
+
+    @classmethod
+    def supports(cls, pipeline: object) -> bool:
+        return not _fast_path_problem(pipeline)
+
+    def predict_proba(self, applications: Sequence[object]) -> np.ndarray:
+        matrix = loan_feature_matrix(application_columns(applications))
+        # What the fitted SimpleImputer does: each NaN becomes its column's median.
+        imputed = np.where(np.isnan(matrix), self.medians, matrix)
+        return self.classifier.predict_proba(imputed)
+
+
+def predict_applications_proba(pipeline: Pipeline, applications: Sequence[object]) -> np.ndarray:
+    """`pipeline.predict_proba(to_feature_frame(rows))` for validated applications:
+    through FastPredictor when the pipeline is the one `build_pipeline` makes, else
+    through the pipeline itself (same numbers either way)."""
+    if FastPredictor.supports(pipeline):
+        return FastPredictor(pipeline).predict_proba(applications)
+    return pipeline.predict_proba(to_feature_frame([_as_row(a) for a in applications]))
+
+
+def _as_row(application: object) -> Mapping[str, Any]:
+    return application if isinstance(application, Mapping) else application.model_dump()
+
+
+def _fast_path_problem(pipeline: object) -> str | None:
+    """Why FastPredictor would not reproduce `pipeline`, or None when it would."""
+    if not isinstance(pipeline, Pipeline) or list(pipeline.named_steps) != PIPELINE_STEPS:
+        return f"steps are not {PIPELINE_STEPS}"
+    derive, impute, classify = pipeline.named_steps.values()
+    if not isinstance(derive, FunctionTransformer) or derive.func is not add_loan_features:
+        return "the first step is not FunctionTransformer(add_loan_features)"
+    if derive.validate or derive.kw_args or derive.inverse_func is not None:
+        return "the feature step has extra options"
+    if not isinstance(impute, SimpleImputer) or impute.add_indicator:
+        return "the imputer is not a plain SimpleImputer"
+    if not (isinstance(impute.missing_values, float) and np.isnan(impute.missing_values)):
+        return "the imputer does not impute NaN"
+    statistics = getattr(impute, "statistics_", None)
+    if statistics is None or len(statistics) != len(MODEL_FEATURES):
+        return "the imputer is not fitted on MODEL_FEATURES"
+    if not np.all(np.isfinite(np.asarray(statistics, dtype=np.float64))):
+        # SimpleImputer drops (or keeps empty) columns without a statistic.
+        return "the imputer has a column without a median"
+    if hasattr(classify, "feature_names_in_"):
+        # Fitted on a frame (set_output): it would be given one, not a matrix.
+        return "the classifier was fitted on a DataFrame, not the imputer's matrix"
+    return None
