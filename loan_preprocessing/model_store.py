@@ -31,8 +31,9 @@ TRUSTED_TYPES: Final = (
 )
 
 
-class ModelLoadError(RuntimeError):
-    """A stored model that must not be served; the message says what to do."""
+class ModelLoadError(bentoml.exceptions.BentoMLException):
+    """A stored model that must not be served; the message says what to do.
+    A BentoMLException, so `bentoml serve` prints it as one line, not a traceback."""
 
 
 def save_pipeline(
