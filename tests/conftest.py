@@ -21,6 +21,9 @@ SAMPLE_CSV = ROOT / "data" / "loan_sample.csv"
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="loan-tests-bentoml-"))
 os.environ["BENTOML_HOME"] = str(_SESSION_HOME)
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+# One OpenMP thread per process: the tests run servers, Spark and training side by
+# side on few cores, and OpenMP's spinning threads slow everything when oversubscribed.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.pop("LOAN_MODEL_TAG", None)
 os.environ.pop("LOAN_API_KEY", None)
 
