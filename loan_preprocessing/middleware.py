@@ -36,8 +36,9 @@ async def _send_json(
 
 
 class BodySizeLimit:
-    """Answer 413 to bodies over `max_bytes`: at once when Content-Length says so,
-    otherwise as soon as the streamed body passes the limit."""
+    """Answer 413 to bodies over `max_bytes`: at once when Content-Length says so;
+    a body without one (chunked) is read up to the limit first, and refused as soon
+    as it passes it, so an endless stream never reaches memory or the app."""
 
     def __init__(self, app: Any, max_bytes: int) -> None:
         self.app = app
@@ -47,30 +48,26 @@ class BodySizeLimit:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await self._refuse(send)
-        seen = 0
-        started = False
-
-        async def counted_receive() -> dict[str, Any]:
-            nonlocal seen
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > self.max_bytes:
+                return await self._refuse(send)
+            return await self.app(scope, receive, send)
+        messages, size = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                return await self._refuse(send)
+            if not message.get("more_body", False):
+                break
 
-        async def tracked_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def replay() -> dict[str, Any]:
+            return messages.pop(0) if messages else await receive()
 
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._refuse(send)
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
         await _send_json(
@@ -79,10 +76,6 @@ class BodySizeLimit:
             {"error": f"request body is larger than the limit of {self.max_bytes} bytes"},
             [(b"connection", b"close")],
         )
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 class BearerAuth:
