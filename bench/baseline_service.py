@@ -14,7 +14,12 @@ from typing import Final
 
 import bentoml
 
-from loan_preprocessing.middleware import BearerAuth, BodySizeLimit, ModelTagHeader
+from loan_preprocessing.middleware import (
+    BearerAuth,
+    BodySizeLimit,
+    ModelTagHeader,
+    ValidationFailureCounter,
+)
 from loan_preprocessing.schema import (
     APPROVED,
     Decision,
@@ -52,6 +57,14 @@ class NoModelBaseline:
         ]
 
 
+def _ignore_validation_failures(detail: list[dict]) -> None:
+    """The service counts them in a metric; the ceiling only pays for watching."""
+
+
+# The service's middleware, in the service's order.
+NoModelBaseline.add_asgi_middleware(
+    ValidationFailureCounter, paths=frozenset({"/predict"}), on_failure=_ignore_validation_failures
+)
 NoModelBaseline.add_asgi_middleware(ModelTagHeader, model_tag=lambda: BASELINE_TAG)
 NoModelBaseline.add_asgi_middleware(BearerAuth, api_key=SETTINGS.api_key)
 NoModelBaseline.add_asgi_middleware(BodySizeLimit, max_bytes=SETTINGS.max_body_bytes)

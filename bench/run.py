@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -145,7 +146,12 @@ def main(argv: list[str] | None = None) -> int:
             "BENTOML_DO_NOT_TRACK": "true",
             "LOAN_MODEL_TAG": tag,
         }
-        servers = measure_servers(env, bodies, args.seconds, args.rounds, scratch)
+        try:
+            servers = measure_servers(env, bodies, args.seconds, args.rounds, scratch)
+        finally:  # the servers' logs, for the 503s and tracebacks a table does not show
+            for log in scratch.glob("*.log"):
+                (args.out.parent / "logs").mkdir(parents=True, exist_ok=True)
+                shutil.copy(log, args.out.parent / "logs" / log.name)
         print("measuring the pipeline in-process ...", flush=True)
         # With the workers' thread settings, so the figures are a worker's.
         threads = {e["name"]: e["value"] for e in worker_envs(ServiceSettings.from_env())}
