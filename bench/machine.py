@@ -46,7 +46,10 @@ def git_commit() -> dict[str, Any]:
             ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True
         ).stdout.strip()
 
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
 
 
 def worker_memory(server_pid: int) -> dict[str, float]:
