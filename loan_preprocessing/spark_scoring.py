@@ -1,0 +1,405 @@
+"""Batch scoring on Spark with the service's own model, validation and decision rule.
+
+    python -m loan_preprocessing.spark_scoring --input applications.csv --output out/ \\
+        [--format parquet|csv] [--master 'local[*]'] [--model-tag loan_approval:latest]
+
+The input is a CSV file in the data set's format (`.csv`) or a Parquet file or
+directory (anything else) with the data set's columns; a `Loan_Status` column is
+ignored, other unknown columns are refused. Every row is validated like the CSV
+API validates it (LoanApplication, via csv_rows.application_from_record), and
+the job writes, under --output:
+
+    scored/    Loan_ID, Loan_Status, probability, model_tag  (what POST /predict answers)
+    rejected/  Loan_ID, error, record  (rows /predict would refuse with 400: the
+               problems, "column: message; ...", and the row as JSON)
+
+Invalid rows are never scored and never dropped silently: they are counted,
+printed and written to rejected/, and --fail-on-rejected makes any of them exit
+code 1 (after both outputs are written, so they can be inspected).
+
+The model is looked up in the BentoML store and verified on the driver, then its
+stored files are broadcast; each Python worker verifies and loads them once
+(model_store.load_pipeline: sha256, skops allow-list, scikit-learn version) and
+keeps the pipeline for every batch it scores, so executors need no model store.
+
+PySpark is an optional extra (requirements/spark.txt); the service never imports
+this module. Batches travel as Arrow (`mapInPandas`) when pyarrow is installed,
+otherwise as pickled rows through the same pandas batch function (slower).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import math
+import shutil
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+import pandas as pd
+
+from loan_preprocessing.csv_rows import (
+    MISSING_CELLS,
+    CsvValidationError,
+    application_from_record,
+    check_header,
+)
+from loan_preprocessing.environment import apply_project_defaults
+from loan_preprocessing.features import to_feature_frame
+from loan_preprocessing.model_store import MODEL_NAME, ModelLoadError, get_model, load_pipeline
+from loan_preprocessing.schema import APPROVED, FEATURE_COLUMNS, ID_COLUMN, REJECTED, TARGET_COLUMN
+from loan_preprocessing.search import DECISION_THRESHOLD
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from sklearn.pipeline import Pipeline
+
+DEFAULT_MODEL_TAG: Final = f"{MODEL_NAME}:latest"
+DEFAULT_MASTER: Final = "local[*]"
+OUTPUT_FORMATS: Final = ("parquet", "csv")
+SCORED_DIR: Final = "scored"
+REJECTED_DIR: Final = "rejected"
+
+PROBABILITY_COLUMN: Final = "probability"
+MODEL_TAG_COLUMN: Final = "model_tag"
+ERROR_COLUMN: Final = "error"
+RECORD_COLUMN: Final = "record"
+# What the job reads from the input, in this order; absent optional columns are null.
+INPUT_COLUMNS: Final = (ID_COLUMN, *FEATURE_COLUMNS)
+SCORED_COLUMNS: Final = (ID_COLUMN, TARGET_COLUMN, PROBABILITY_COLUMN, MODEL_TAG_COLUMN)
+REJECTED_COLUMNS: Final = (ID_COLUMN, ERROR_COLUMN, RECORD_COLUMN)
+# One schema for both kinds of row, so each input row is read and validated once.
+RESULT_SCHEMA: Final = (
+    f"{ID_COLUMN} string, {TARGET_COLUMN} string, {PROBABILITY_COLUMN} double, "
+    f"{MODEL_TAG_COLUMN} string, {ERROR_COLUMN} string, {RECORD_COLUMN} string"
+)
+_RESULT_NAMES: Final = tuple(part.split()[0] for part in RESULT_SCHEMA.split(", "))
+# Rows per pandas batch on the pickled-rows path (Arrow batches use Spark's own size).
+FALLBACK_BATCH_ROWS: Final = 10_000
+# Column problems are reported without a line number: a Spark row has none.
+_NO_LINE: Final = 0
+
+
+@dataclass(frozen=True)
+class ModelPackage:
+    """A stored model's directory as bytes: what the driver broadcasts."""
+
+    tag: str
+    archive: bytes  # tar of the model directory (model.yaml, pipeline.skops)
+    sha256: str  # of `archive`; also the key of each worker's cache
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    pipeline: Pipeline
+    tag: str
+    threshold: float
+
+
+@dataclass(frozen=True)
+class ScoringSummary:
+    scored: int
+    rejected: int
+    model_tag: str
+    transport: str  # "arrow" (mapInPandas) or "rows" (no pyarrow)
+
+
+# Per Python worker process: the pipeline of each package it has seen, loaded once.
+_LOADED: dict[str, LoadedModel] = {}
+# Driver side: the Spark applications this process has already sent its code to.
+_SHIPPED: set[str] = set()
+
+
+def package_model(tag: str) -> ModelPackage:
+    """The stored model `tag`, verified here first so a missing, tampered or
+    incompatible model stops the job on the driver with one clear line."""
+    stored = get_model(tag)
+    load_pipeline(stored)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(stored.path, arcname=".")
+    archive = buffer.getvalue()
+    return ModelPackage(str(stored.tag), archive, hashlib.sha256(archive).hexdigest())
+
+
+def loaded_model(package: ModelPackage) -> LoadedModel:
+    """The package's pipeline, loaded and verified on first use in this process."""
+    cached = _LOADED.get(package.sha256)
+    if cached is not None:
+        return cached
+    import bentoml
+
+    if hashlib.sha256(package.archive).hexdigest() != package.sha256:
+        raise RuntimeError(f"model {package.tag}: the broadcast archive is corrupt")
+    directory = tempfile.mkdtemp(prefix="loan-model-")
+    try:
+        with tarfile.open(fileobj=io.BytesIO(package.archive)) as tar:
+            tar.extractall(directory, filter="data")
+        stored = bentoml.Model.from_path(directory)
+        threshold = float(stored.info.metadata.get("threshold", DECISION_THRESHOLD))
+        model = LoadedModel(load_pipeline(stored), str(stored.tag), threshold)
+    finally:
+        # The pipeline is in memory now; nothing reads the files again.
+        shutil.rmtree(directory, ignore_errors=True)
+    _LOADED[package.sha256] = model
+    return model
+
+
+def score_frames(batches: Iterable[pd.DataFrame], package: ModelPackage) -> Iterator[pd.DataFrame]:
+    """The mapInPandas function: input batches (INPUT_COLUMNS) to result batches
+    (RESULT_SCHEMA). Loads the model once per process, on the first batch."""
+    model: LoadedModel | None = None
+    for batch in batches:
+        model = model or loaded_model(package)
+        yield score_frame(batch, model)
+
+
+def score_frame(batch: pd.DataFrame, model: LoadedModel) -> pd.DataFrame:
+    """Validate each row with the API's schema; score the valid ones exactly as
+    POST /predict does (same feature frame, clip, threshold), keep the errors of the others."""
+    records = [{name: _cell(row.get(name)) for name in INPUT_COLUMNS} for row in _rows(batch)]
+    valid: list[Any] = []
+    valid_at: list[int] = []
+    errors: list[str | None] = [None] * len(records)
+    for index, record in enumerate(records):
+        try:
+            valid.append(application_from_record(record, _NO_LINE))
+            valid_at.append(index)
+        except CsvValidationError as exc:
+            errors[index] = "; ".join(f"{p.column or 'row'}: {p.message}" for p in exc.problems)
+    probabilities = np.full(len(records), np.nan)
+    if valid:
+        frame = to_feature_frame([a.model_dump() for a in valid])
+        probabilities[valid_at] = np.clip(model.pipeline.predict_proba(frame)[:, 1], 0.0, 1.0)
+    statuses = [
+        None if error else (APPROVED if p >= model.threshold else REJECTED)
+        for p, error in zip(probabilities, errors, strict=True)
+    ]
+    return pd.DataFrame(
+        {
+            ID_COLUMN: pd.Series([_text(r[ID_COLUMN]) for r in records], dtype=object),
+            TARGET_COLUMN: pd.Series(statuses, dtype=object),
+            PROBABILITY_COLUMN: probabilities,
+            MODEL_TAG_COLUMN: pd.Series([model.tag] * len(records), dtype=object),
+            ERROR_COLUMN: pd.Series(errors, dtype=object),
+            RECORD_COLUMN: pd.Series(
+                [
+                    json.dumps(r, default=str) if e else None
+                    for r, e in zip(records, errors, strict=True)
+                ],
+                dtype=object,
+            ),
+        },
+        columns=list(_RESULT_NAMES),
+    )
+
+
+def _rows(batch: pd.DataFrame) -> list[dict[str, Any]]:
+    return batch.to_dict("records")
+
+
+def _cell(value: object) -> object:
+    """A cell as csv_rows expects it: missing as None, text stripped, numpy scalars
+    as Python ones (pydantic's strict numbers refuse numpy types)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, np.generic):
+        return _cell(value.item())
+    if isinstance(value, str):
+        value = value.strip()
+        return None if value in MISSING_CELLS else value
+    return value
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def read_applications(spark: SparkSession, path: str | Path) -> DataFrame:
+    """The input as INPUT_COLUMNS. CSV cells are read as text (csv_rows parses the
+    numbers, so an unparseable one is a rejected row, not a null or a failed job);
+    Parquet keeps its types. Unknown or missing required columns stop the job."""
+    from pyspark.sql import functions as F
+
+    path = str(path)
+    if path.lower().endswith(".csv"):
+        frame = spark.read.options(header=True, inferSchema=False, encoding="UTF-8").csv(path)
+    else:
+        frame = spark.read.parquet(path)
+    # Some copies of the data set start with a byte-order mark.
+    names = [name.strip().lstrip("\ufeff") for name in frame.columns]
+    try:
+        check_header(names)
+    except CsvValidationError as exc:
+        problems = "; ".join(f"column {p.column}: {p.message}" for p in exc.problems)
+        raise ValueError(f"{path}: {problems}") from None
+    frame = frame.toDF(*names)
+    return frame.select(
+        *[
+            F.col(name) if name in names else F.lit(None).cast("string").alias(name)
+            for name in INPUT_COLUMNS
+        ]
+    )
+
+
+def score_dataframe(spark: SparkSession, frame: DataFrame, package: ModelPackage) -> DataFrame:
+    """Results (RESULT_SCHEMA) for every input row; the model is broadcast once."""
+    broadcast = spark.sparkContext.broadcast(package)
+
+    def run(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        return score_frames(batches, broadcast.value)
+
+    if has_arrow():
+        return frame.mapInPandas(run, RESULT_SCHEMA)
+    rows = frame.rdd.mapPartitions(lambda part: _tuples(run(_batches(part))))
+    return spark.createDataFrame(rows, RESULT_SCHEMA, verifySchema=False)
+
+
+def has_arrow() -> bool:
+    """mapInPandas needs pyarrow; without it the job falls back to pickled rows."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _batches(rows: Iterable[Any]) -> Iterator[pd.DataFrame]:
+    chunk: list[dict[str, Any]] = []
+    for row in rows:
+        chunk.append(row.asDict())
+        if len(chunk) == FALLBACK_BATCH_ROWS:
+            yield pd.DataFrame.from_records(chunk, columns=list(INPUT_COLUMNS))
+            chunk = []
+    if chunk:
+        yield pd.DataFrame.from_records(chunk, columns=list(INPUT_COLUMNS))
+
+
+def _tuples(frames: Iterable[pd.DataFrame]) -> Iterator[tuple[Any, ...]]:
+    for frame in frames:
+        yield from frame.itertuples(index=False, name=None)
+
+
+def score_file(
+    spark: SparkSession,
+    input_path: str | Path,
+    output_dir: str | Path,
+    *,
+    output_format: str = "parquet",
+    model_tag: str = DEFAULT_MODEL_TAG,
+    overwrite: bool = False,
+) -> ScoringSummary:
+    """Score `input_path` into output_dir/scored and output_dir/rejected."""
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"output format {output_format!r}; allowed: {', '.join(OUTPUT_FORMATS)}")
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    package = package_model(model_tag)
+    ship_package(spark)
+    results = score_dataframe(spark, read_applications(spark, input_path), package)
+    # Both outputs come from one pass over the input: validation and scoring run once.
+    results = results.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        counts = {}
+        for name, condition, columns in (
+            (SCORED_DIR, F.col(ERROR_COLUMN).isNull(), SCORED_COLUMNS),
+            (REJECTED_DIR, F.col(ERROR_COLUMN).isNotNull(), REJECTED_COLUMNS),
+        ):
+            part = results.where(condition).select(*columns)
+            writer = part.write.mode("overwrite" if overwrite else "errorifexists")
+            target = str(Path(output_dir) / name)
+            if output_format == "csv":
+                writer.option("header", True).csv(target)
+            else:
+                writer.parquet(target)
+            counts[name] = part.count()
+    finally:
+        results.unpersist()
+    return ScoringSummary(
+        counts[SCORED_DIR], counts[REJECTED_DIR], package.tag, "arrow" if has_arrow() else "rows"
+    )
+
+
+def ship_package(spark: SparkSession) -> None:
+    """Send this package's code to the executors, so on a cluster they import the
+    same validation and features as the driver (locally it is already there).
+    Once per Spark application: Spark refuses a second, different file of the same name."""
+    application = spark.sparkContext.applicationId
+    if application in _SHIPPED:
+        return
+    package_dir = Path(__file__).resolve().parent
+    staging = Path(tempfile.mkdtemp(prefix="loan-code-"))
+    target = staging / package_dir.name
+    shutil.copytree(package_dir, target, ignore=shutil.ignore_patterns("__pycache__"))
+    archive = shutil.make_archive(str(staging / "loan_preprocessing"), "zip", staging, target.name)
+    spark.sparkContext.addPyFile(archive)
+    _SHIPPED.add(application)
+
+
+def build_session(master: str = DEFAULT_MASTER) -> SparkSession:
+    from pyspark.sql import SparkSession
+
+    spark = (
+        SparkSession.builder.master(master)
+        .appName("loan-approval-scoring")
+        .config("spark.ui.showConsoleProgress", "false")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def main(argv: list[str] | None = None, session: Callable[[str], Any] = build_session) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", required=True, help=".csv file, or Parquet file/directory")
+    parser.add_argument("--output", required=True, help="directory for scored/ and rejected/")
+    parser.add_argument("--format", choices=OUTPUT_FORMATS, default="parquet")
+    parser.add_argument("--master", default=DEFAULT_MASTER)
+    parser.add_argument("--model-tag", default=DEFAULT_MODEL_TAG)
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument(
+        "--fail-on-rejected", action="store_true", help="exit 1 if any row was rejected"
+    )
+    args = parser.parse_args(argv)
+    apply_project_defaults()
+    spark = session(args.master)
+    try:
+        summary = score_file(
+            spark,
+            args.input,
+            args.output,
+            output_format=args.format,
+            model_tag=args.model_tag,
+            overwrite=args.overwrite,
+        )
+    except (ValueError, ModelLoadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        spark.stop()
+    print(
+        f"scored {summary.scored} applications with {summary.model_tag} -> "
+        f"{Path(args.output) / SCORED_DIR} ({args.format}); "
+        f"rejected {summary.rejected} -> {Path(args.output) / REJECTED_DIR}"
+    )
+    if summary.rejected and args.fail_on_rejected:
+        print(f"error: {summary.rejected} rows were rejected (--fail-on-rejected)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the imported module, not __main__: what is broadcast and shipped to the
+    # executors must pickle as loan_preprocessing.spark_scoring.*, which they can import.
+    from loan_preprocessing import spark_scoring
+
+    sys.exit(spark_scoring.main())
