@@ -24,7 +24,9 @@ from loan_preprocessing.metrics import domain_metrics, failed_fields
 from loan_preprocessing.middleware import (
     BearerAuth,
     BodySizeLimit,
+    ContentTypeGuard,
     ModelTagHeader,
+    OpenApiCorrections,
     ValidationFailureCounter,
 )
 from loan_preprocessing.model_store import get_model, load_pipeline, tag_to_serve
@@ -35,7 +37,8 @@ from loan_preprocessing.service_logging import quiet_validation_tracebacks
 from loan_preprocessing.settings import ServiceSettings, worker_envs
 
 SETTINGS = ServiceSettings.from_env()
-API_PATHS = frozenset({"/predict", "/predict_csv"})
+MEDIA_TYPES = {"/predict": "application/json", "/predict_csv": "multipart/form-data"}
+API_PATHS = frozenset(MEDIA_TYPES)
 logger = logging.getLogger("loan_approval")
 
 
@@ -137,6 +140,8 @@ def _count_validation_failures(detail: list[dict]) -> None:
 
 
 # Outermost last: the size limit runs first, then the key, then the rest.
+LoanApproval.add_asgi_middleware(OpenApiCorrections, api_paths=API_PATHS)
+LoanApproval.add_asgi_middleware(ContentTypeGuard, accepted=MEDIA_TYPES)
 LoanApproval.add_asgi_middleware(
     ValidationFailureCounter, paths=API_PATHS, on_failure=_count_validation_failures
 )

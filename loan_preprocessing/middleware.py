@@ -167,3 +167,153 @@ class ValidationFailureCounter:
             return
         if isinstance(detail, list):
             self.on_failure(detail)
+
+
+# BentoML documents a 400 body's "detail" as a string, but sends pydantic's list
+# of errors there; the published contract must describe what clients receive.
+VALIDATION_DETAIL_SCHEMA: Final = {
+    "title": "Error Detail",
+    "anyOf": [
+        {"type": "string"},
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "loc": {
+                        "type": "array",
+                        "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+                    },
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                    "line": {"type": "integer"},
+                    "column": {"type": ["string", "null"]},
+                },
+            },
+        },
+    ],
+}
+EXTRA_RESPONSES: Final = {
+    "401": "Missing or wrong API key (only when LOAN_API_KEY is set).",
+    "413": "Request body larger than LOAN_MAX_BODY_BYTES.",
+    "429": "Too many requests in flight; retry after a short, jittered backoff.",
+    "504": "Not answered within LOAN_TIMEOUT_SECONDS; retry with backoff.",
+}
+
+
+class OpenApiCorrections:
+    """Rewrites /docs.json so it matches the service: the real shape of 400
+    bodies, and the 401/413/429/504 answers the middleware and BentoML give."""
+
+    def __init__(self, app: Any, api_paths: frozenset[str]) -> None:
+        self.app = app
+        self.api_paths = api_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/docs.json":
+            return await self.app(scope, receive, send)
+        start: dict[str, Any] = {}
+        body = bytearray()
+
+        async def capture(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            body.extend(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            payload = self._corrected(bytes(body)) if start.get("status") == 200 else bytes(body)
+            headers = [
+                (k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"
+            ]
+            await send(
+                {**start, "headers": [*headers, (b"content-length", str(len(payload)).encode())]}
+            )
+            await send({"type": "http.response.body", "body": payload})
+
+        await self.app(scope, receive, capture)
+
+    def _corrected(self, body: bytes) -> bytes:
+        spec = json.loads(body)
+        invalid = spec.get("components", {}).get("schemas", {}).get("InvalidArgument")
+        if invalid is not None:
+            invalid.setdefault("properties", {})["detail"] = VALIDATION_DETAIL_SCHEMA
+        for path in self.api_paths:
+            for operation in spec.get("paths", {}).get(path, {}).values():
+                responses = operation.setdefault("responses", {})
+                for status, description in EXTRA_RESPONSES.items():
+                    responses.setdefault(status, {"description": description})
+        return json.dumps(spec).encode()
+
+
+class ContentTypeGuard:
+    """Refuse, with 415 or 400, what BentoML would otherwise turn into a 500: a
+    body in a media type the API does not take, or multipart data that does not
+    parse. `accepted` maps each API path to its one media type."""
+
+    def __init__(self, app: Any, accepted: dict[str, str]) -> None:
+        self.app = app
+        self.accepted = accepted
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        expected = self.accepted.get(scope["path"]) if scope["type"] == "http" else None
+        if expected is None or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        header = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+        media_type, _, params = header.partition(";")
+        media_type = media_type.strip().lower() or "application/json"
+        if media_type != expected:
+            return await _send_json(
+                send,
+                415,
+                {"error": f"Content-Type {media_type!r} is not accepted here; send {expected}"},
+            )
+        if expected != "multipart/form-data":
+            return await self.app(scope, receive, send)
+        boundary = _parameter(params, "boundary")
+        messages = await _read_body(receive)
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+        if not boundary or not _multipart_parses(body, boundary):
+            return await _send_json(
+                send,
+                400,
+                {
+                    "error": "the body is not valid multipart/form-data; upload the CSV file as "
+                    "the form field 'file' (curl -F file=@applications.csv)"
+                },
+            )
+
+        async def replay() -> dict[str, Any]:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _parameter(params: str, name: str) -> str | None:
+    for part in params.split(";"):
+        key, _, value = part.partition("=")
+        if key.strip().lower() == name:
+            return value.strip().strip('"') or None
+    return None
+
+
+async def _read_body(receive: Receive) -> list[dict[str, Any]]:
+    """Every message of the request body (the size limit has already applied)."""
+    messages = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return messages
+
+
+def _multipart_parses(body: bytes, boundary: str) -> bool:
+    from python_multipart.multipart import MultipartParser
+
+    try:
+        parser = MultipartParser(boundary.encode("latin-1"), callbacks={})
+        parser.write(body)
+        parser.finalize()
+    except Exception:  # any parse error means the same thing to the caller
+        return False
+    return True

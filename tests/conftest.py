@@ -28,6 +28,10 @@ os.environ.pop("LOAN_MODEL_TAG", None)
 os.environ.pop("LOAN_API_KEY", None)
 
 
+# Training reports of test runs go to the throw-away store, not the project's reports/.
+TEST_REPORTS = _SESSION_HOME / "reports"
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
@@ -54,7 +58,10 @@ def real_model_tag() -> str:
     require_real_data()
     import train
 
-    assert train.main(["--data", str(REAL_TRAINING_CSV), "--quiet"]) == 0
+    assert (
+        train.main(["--data", str(REAL_TRAINING_CSV), "--quiet", "--report-dir", str(TEST_REPORTS)])
+        == 0
+    )
     import bentoml
 
     return str(bentoml.models.get("loan_approval:latest").tag)

@@ -17,6 +17,7 @@ import pytest
 
 from loan_preprocessing.features import to_feature_frame
 from loan_preprocessing.middleware import MODEL_TAG_HEADER
+from tests.conftest import TEST_REPORTS
 from tests.support.server import ROOT, bentoml_serve
 
 pytestmark = pytest.mark.e2e
@@ -81,7 +82,9 @@ def test_built_bento_serves_the_same_answers(built_bento, real_model, real_test_
     from tests.conftest import SAMPLE_CSV
 
     # A newer model in the store must not change what the Bento serves.
-    assert train.main(["--data", str(SAMPLE_CSV), "--quiet"]) == 0
+    assert (
+        train.main(["--data", str(SAMPLE_CSV), "--quiet", "--report-dir", str(TEST_REPORTS)]) == 0
+    )
     with bentoml_serve(
         built_bento, env={"LOAN_MODEL_TAG": ""}, log_path=tmp_path / "bento.log"
     ) as server:

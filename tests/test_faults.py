@@ -31,7 +31,15 @@ def pristine_home(tmp_path_factory) -> Path:
     """A store holding one model trained on the sample, by train.py in its own process."""
     home = tmp_path_factory.mktemp("pristine-home")
     subprocess.run(
-        ["python", "train.py", "--data", str(SAMPLE_CSV), "--quiet"],
+        [
+            "python",
+            "train.py",
+            "--data",
+            str(SAMPLE_CSV),
+            "--quiet",
+            "--report-dir",
+            str(home / "reports"),
+        ],
         cwd=ROOT,
         env={**os.environ, "BENTOML_HOME": str(home)},
         check=True,

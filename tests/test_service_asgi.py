@@ -13,6 +13,7 @@ from loan_preprocessing.features import to_feature_frame
 from loan_preprocessing.middleware import MODEL_TAG_HEADER
 from loan_preprocessing.model_store import get_model, load_pipeline
 from loan_preprocessing.schema import EXAMPLE_APPLICATION
+from tests.conftest import TEST_REPORTS
 
 EXAMPLE = EXAMPLE_APPLICATION.model_dump()
 
@@ -23,7 +24,10 @@ def service_module(real_model_tag_or_none):
         import train
         from tests.conftest import SAMPLE_CSV
 
-        assert train.main(["--data", str(SAMPLE_CSV), "--quiet"]) == 0
+        assert (
+            train.main(["--data", str(SAMPLE_CSV), "--quiet", "--report-dir", str(TEST_REPORTS)])
+            == 0
+        )
     import service
 
     return service
@@ -162,7 +166,10 @@ def test_a_row_the_model_raises_on_fails_only_its_own_request(client, monkeypatc
     bodies.insert(5, {"applications": [{**EXAMPLE, "Loan_ID": "POISON"}]})
     with ThreadPoolExecutor(len(bodies)) as pool:
         responses = list(pool.map(lambda b: client.post("/predict", json=b), bodies))
-    statuses = {b["applications"][0]["Loan_ID"]: r.status_code for b, r in zip(bodies, responses)}
+    statuses = {
+        b["applications"][0]["Loan_ID"]: r.status_code
+        for b, r in zip(bodies, responses, strict=True)
+    }
     assert statuses.pop("POISON") == 500
     assert set(statuses.values()) == {200}
     assert "simulated model fault" not in responses[5].text
@@ -185,3 +192,19 @@ def test_scorer_isolates_the_failing_row(service_module, monkeypatch):
     decisions = instance.scorer.decide(rows)
     assert [type(d) is Unscored for d in decisions] == [False, True, False]
     assert decisions[0].probability == decisions[2].probability
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "body", "status"),
+    [
+        ("/predict", "multipart/form-data", b'{"applications": []}', 415),
+        ("/predict", "text/plain", b"hello", 415),
+        ("/predict_csv", "application/json", b"{}", 415),
+        ("/predict_csv", "multipart/form-data", b"", 400),  # no boundary
+        ("/predict_csv", "multipart/form-data; boundary=abc", b"--abc\r\n[]--abc--\r\n", 400),
+    ],
+)
+def test_wrong_or_malformed_content_type_is_a_4xx(client, path, content_type, body, status):
+    response = client.post(path, content=body, headers={"content-type": content_type})
+    assert response.status_code == status
+    assert "error" in response.json()

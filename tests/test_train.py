@@ -11,13 +11,18 @@ import train
 from loan_preprocessing.data import file_sha256
 from loan_preprocessing.model_store import MODEL_NAME, get_model, load_pipeline
 from loan_preprocessing.schema import FEATURE_COLUMNS
-from tests.conftest import SAMPLE_CSV
+from tests.conftest import SAMPLE_CSV, TEST_REPORTS
 
 
 @pytest.fixture(scope="module")
 def sample_model(real_model_tag_or_none):
     """A model trained on the synthetic sample (after the real one, if any)."""
-    assert train.main(["--data", str(SAMPLE_CSV), "--quiet", "--seed", "3"]) == 0
+    assert (
+        train.main(
+            ["--data", str(SAMPLE_CSV), "--quiet", "--seed", "3", "--report-dir", str(TEST_REPORTS)]
+        )
+        == 0
+    )
     return bentoml.models.get(f"{MODEL_NAME}:latest")
 
 
@@ -54,7 +59,17 @@ def test_stored_pipeline_loads_and_predicts(sample_model):
 
 def test_training_refuses_a_model_below_the_auc_floor(sample_model, capsys):
     before = {str(m.tag) for m in bentoml.models.list(MODEL_NAME)}
-    status = train.main(["--data", str(SAMPLE_CSV), "--quiet", "--min-roc-auc", "0.999"])
+    status = train.main(
+        [
+            "--data",
+            str(SAMPLE_CSV),
+            "--quiet",
+            "--min-roc-auc",
+            "0.999",
+            "--report-dir",
+            str(TEST_REPORTS),
+        ]
+    )
     assert status == 1
     assert "below the floor" in capsys.readouterr().err
     assert {str(m.tag) for m in bentoml.models.list(MODEL_NAME)} == before
@@ -66,4 +81,4 @@ def test_training_on_unlabelled_data_fails_clearly(tmp_path):
     path = tmp_path / "unlabelled.csv"
     pd.read_csv(SAMPLE_CSV).drop(columns="Loan_Status").to_csv(path, index=False)
     with pytest.raises(ValueError, match="Loan_Status"):
-        train.main(["--data", str(path), "--quiet"])
+        train.main(["--data", str(path), "--quiet", "--report-dir", str(TEST_REPORTS)])
