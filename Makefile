@@ -8,6 +8,12 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 3000
 DATA ?= data/loan_sample.csv
+LOG ?= prediction_logs/predictions.jsonl
+CSV ?= ../shared/data/loan-prediction/test.csv
+OUT ?= decisions.csv
+INPUT ?= ../shared/data/loan-prediction/test.csv
+OUTPUT ?= spark-output
+SPARK_MASTER ?= local[*]
 
 # The model store lives in the project unless the caller says otherwise;
 # BentoML's telemetry stays off wherever this project runs it.
@@ -49,6 +55,35 @@ build: venv
 	@$(BIN)/bentoml models get loan_approval:latest >/dev/null 2>&1 || $(BIN)/python train.py --data $(DATA)
 	$(BIN)/bentoml build
 
+## versions: list the stored model versions, newest first, with their metrics
+versions: venv
+	$(BIN)/python -m loan_preprocessing.versions list
+
+## drift: PSI drift report of the prediction log LOG against its model's training data
+drift: venv
+	$(BIN)/python -m loan_preprocessing.drift --log $(LOG)
+
+## score: score the CSV file CSV offline with the latest model into OUT
+score: venv
+	$(BIN)/python -m loan_preprocessing.score_csv $(CSV) --output $(OUT)
+
+## bench: serving speed vs the no-model ceiling (wrk, ~2 min): table + bench/results/latest.json
+bench: venv
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; }; } || { echo "wrk is missing: sudo apt-get install wrk" >&2; exit 1; }
+	$(BIN)/python -m bench.run
+
+## spark-score: score INPUT (CSV or Parquet) with Spark into OUTPUT/scored and OUTPUT/rejected
+spark-score: venv
+	$(BIN)/python -m loan_preprocessing.spark_scoring --input $(INPUT) --output $(OUTPUT) --master '$(SPARK_MASTER)' --overwrite
+
+## bench-spark: Spark vs in-process pandas on 1M synthetic rows -> bench/results/spark.json
+bench-spark: venv
+	$(BIN)/python bench/spark_throughput.py --master '$(SPARK_MASTER)'
+
+## k8s-validate: validate deploy/kubernetes offline against the Kubernetes API schemas
+k8s-validate: venv
+	$(BIN)/python -m pytest -q tests/test_kubernetes.py
+
 ## clean: remove caches (keeps .venv and the model store)
 clean:
 	rm -rf .pytest_cache .hypothesis .ruff_cache reports
@@ -56,6 +91,6 @@ clean:
 
 ## help: list the targets
 help:
-	@awk '/^## /{sub(/^## /,""); i=index($$0,": "); printf "  %-8s %s\n", substr($$0,1,i-1), substr($$0,i+2)}' $(MAKEFILE_LIST)
+	@awk '/^## /{sub(/^## /,""); i=index($$0,": "); printf "  %-12s %s\n", substr($$0,1,i-1), substr($$0,i+2)}' $(MAKEFILE_LIST)
 
-.PHONY: venv train serve test lint format build clean help
+.PHONY: venv train serve test lint format build versions drift score bench spark-score bench-spark k8s-validate clean help
