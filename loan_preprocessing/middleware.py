@@ -193,6 +193,7 @@ VALIDATION_DETAIL_SCHEMA: Final = {
         },
     ],
 }
+OPENAPI_VERSION: Final = "3.1.0"
 EXTRA_RESPONSES: Final = {
     "401": "Missing or wrong API key (only when LOAN_API_KEY is set).",
     "413": "Request body larger than LOAN_MAX_BODY_BYTES.",
@@ -235,6 +236,10 @@ class OpenApiCorrections:
 
     def _corrected(self, body: bytes) -> bytes:
         spec = json.loads(body)
+        # The schemas are pydantic's JSON Schema 2020-12 ("type": "null", numeric
+        # exclusiveMinimum, "examples"): that is OpenAPI 3.1, not the 3.0.2 BentoML
+        # declares, and tools that trust 3.0.2 misread them. Swagger UI reads 3.1.
+        spec["openapi"] = OPENAPI_VERSION
         invalid = spec.get("components", {}).get("schemas", {}).get("InvalidArgument")
         if invalid is not None:
             invalid.setdefault("properties", {})["detail"] = VALIDATION_DETAIL_SCHEMA

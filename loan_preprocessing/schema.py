@@ -54,6 +54,10 @@ CREDIT_HISTORY_LEVELS: Final = (0, 1)
 MAX_MONTHLY_INCOME: Final = 10_000_000.0
 MAX_LOAN_AMOUNT: Final = 1_000_000.0  # in thousands
 MAX_LOAN_TERM_MONTHS: Final = 600.0
+# Floors as well: a term of 1e-300 months passes "> 0" but overflows the
+# instalment to infinity, and the model cannot score it (found by hypothesis).
+MIN_LOAN_AMOUNT: Final = 0.001  # one unit of currency, in thousands
+MIN_LOAN_TERM_MONTHS: Final = 1.0
 
 
 def _dependents_from_number(value: object) -> object:
@@ -127,10 +131,18 @@ class LoanApplication(BaseModel):
         le=MAX_MONTHLY_INCOME,
     )
     LoanAmount: float | None = _number(
-        None, description="Loan amount, in thousands.", example=110, gt=0, le=MAX_LOAN_AMOUNT
+        None,
+        description="Loan amount, in thousands.",
+        example=110,
+        ge=MIN_LOAN_AMOUNT,
+        le=MAX_LOAN_AMOUNT,
     )
     Loan_Amount_Term: float | None = _number(
-        None, description="Term of the loan in months.", example=360, gt=0, le=MAX_LOAN_TERM_MONTHS
+        None,
+        description="Term of the loan in months.",
+        example=360,
+        ge=MIN_LOAN_TERM_MONTHS,
+        le=MAX_LOAN_TERM_MONTHS,
     )
     Credit_History: Literal[0, 1] | None = Field(
         default=None,

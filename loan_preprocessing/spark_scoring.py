@@ -34,6 +34,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import shutil
 import sys
 import tarfile
@@ -348,12 +349,17 @@ def ship_package(spark: SparkSession) -> None:
 def build_session(master: str = DEFAULT_MASTER) -> SparkSession:
     from pyspark.sql import SparkSession
 
-    spark = (
+    builder = (
         SparkSession.builder.master(master)
         .appName("loan-approval-scoring")
         .config("spark.ui.showConsoleProgress", "false")
-        .getOrCreate()
     )
+    if master.startswith("local") and "PYSPARK_PYTHON" not in os.environ:
+        # Local workers must run this interpreter (the one with the project's
+        # packages), not whatever `python3` is first on PATH. On a cluster, set
+        # PYSPARK_PYTHON to the executors' interpreter.
+        builder = builder.config("spark.pyspark.python", sys.executable)
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,6 +25,8 @@ os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 # One OpenMP thread per process: the tests run servers, Spark and training side by
 # side on few cores, and OpenMP's spinning threads slow everything when oversubscribed.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Spark's Python workers must be this interpreter, not the first python3 on PATH.
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.pop("LOAN_MODEL_TAG", None)
 os.environ.pop("LOAN_API_KEY", None)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +33,7 @@ def pristine_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("pristine-home")
     subprocess.run(
         [
-            "python",
+            sys.executable,
             "train.py",
             "--data",
             str(SAMPLE_CSV),

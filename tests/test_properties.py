@@ -19,6 +19,8 @@ from loan_preprocessing.schema import (
     MAX_LOAN_AMOUNT,
     MAX_LOAN_TERM_MONTHS,
     MAX_MONTHLY_INCOME,
+    MIN_LOAN_AMOUNT,
+    MIN_LOAN_TERM_MONTHS,
     REQUIRED_COLUMNS,
     LoanApplication,
 )
@@ -35,20 +37,23 @@ def _category(column: str) -> st.SearchStrategy:
     return levels if column in REQUIRED_COLUMNS else _optional(levels)
 
 
-def _amount(low: float, high: float, exclude_low: bool = False) -> st.SearchStrategy:
-    return st.floats(min_value=low, max_value=high, exclude_min=exclude_low, allow_nan=False)
+def _amount(low: float, high: float) -> st.SearchStrategy:
+    return st.floats(min_value=low, max_value=high, allow_nan=False)
 
 
 VALID_APPLICATIONS = st.fixed_dictionaries(
     {
-        **{column: _category(column) for column in CATEGORY_LEVELS},
+        **{column: _category(column) for column in CATEGORY_LEVELS if column != "Dependents"},
         "ApplicantIncome": _amount(0, MAX_MONTHLY_INCOME) | st.integers(0, 100_000),
         "CoapplicantIncome": _amount(0, MAX_MONTHLY_INCOME),
-        "LoanAmount": _optional(_amount(0, MAX_LOAN_AMOUNT, exclude_low=True)),
-        "Loan_Amount_Term": _optional(_amount(0, MAX_LOAN_TERM_MONTHS, exclude_low=True)),
+        "LoanAmount": _optional(_amount(MIN_LOAN_AMOUNT, MAX_LOAN_AMOUNT)),
+        "Loan_Amount_Term": _optional(_amount(MIN_LOAN_TERM_MONTHS, MAX_LOAN_TERM_MONTHS)),
         "Credit_History": _optional(st.sampled_from([0, 1, 0.0, 1.0])),
     },
-    optional={"Loan_ID": st.text(max_size=64), "Dependents": st.integers(0, 3)},
+    optional={
+        "Loan_ID": st.text(max_size=64),
+        "Dependents": _category("Dependents") | st.integers(0, 3),
+    },
 )
 
 # For each field, values that must be refused.
@@ -68,7 +73,7 @@ INVALID_VALUES = {
     ),
     "CoapplicantIncome": st.one_of(st.floats(max_value=-1e-9), st.text()),
     "LoanAmount": st.one_of(st.floats(max_value=0), st.text(min_size=1)),
-    "Loan_Amount_Term": st.one_of(st.floats(max_value=0), st.floats(min_value=601)),
+    "Loan_Amount_Term": st.one_of(st.floats(max_value=0.999), st.floats(min_value=601)),
     "Credit_History": st.one_of(st.integers().filter(lambda n: n not in (0, 1)), st.text()),
     "Loan_ID": st.text(min_size=65, max_size=80),
 }
