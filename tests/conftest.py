@@ -95,3 +95,34 @@ def real_model_tag_or_none(request: pytest.FixtureRequest) -> str | None:
     if REAL_TRAINING_CSV.is_file():
         return request.getfixturevalue("real_model_tag")
     return None
+
+
+@pytest.fixture(scope="session")
+def service_module(real_model_tag_or_none):
+    """service.py, imported once a model is in the store (the sample's when the
+    real data is absent)."""
+    if real_model_tag_or_none is None:
+        import train
+
+        assert (
+            train.main(["--data", str(SAMPLE_CSV), "--quiet", "--report-dir", str(TEST_REPORTS)])
+            == 0
+        )
+    import service
+
+    return service
+
+
+@pytest.fixture(scope="session")
+def asgi_app(service_module):
+    """The service's ASGI app. BentoML registers its Prometheus metrics when an app
+    is built, and refuses a second app in the same process: one per session."""
+    return service_module.LoanApproval.to_asgi()
+
+
+@pytest.fixture(scope="session")
+def asgi_client(asgi_app):
+    from starlette.testclient import TestClient
+
+    with TestClient(asgi_app) as client:
+        yield client

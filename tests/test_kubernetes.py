@@ -148,19 +148,14 @@ def test_probe_paths_need_no_api_key():
     assert resource("Service")["metadata"]["annotations"]["prometheus.io/path"] in OPEN_PATHS
 
 
-def test_probe_paths_answer_on_the_service_app(real_model_tag):
-    from starlette.testclient import TestClient
-
-    import service
-
-    app = service.LoanApproval.to_asgi()
+def test_probe_paths_answer_on_the_service_app(asgi_app, asgi_client):
+    app, client = asgi_app, asgi_client
     probes = {container()[p]["httpGet"]["path"] for p in PROBES}
-    with TestClient(app) as client:
-        # After start-up (model loaded) every probe answers 200.
-        for path in sorted(probes):
-            assert client.get(path).status_code == 200, path
-        # A path that does not exist is not answered: the check above can fail.
-        assert client.get("/no-such-probe").status_code == 404
+    # After start-up (model loaded) every probe answers 200.
+    for path in sorted(probes):
+        assert client.get(path).status_code == 200, path
+    # A path that does not exist is not answered: the check above can fail.
+    assert client.get("/no-such-probe").status_code == 404
     # /metrics needs the Prometheus set-up of `bentoml serve`, which the in-process
     # app lacks, so only its route is checked here.
     metrics = resource("Service")["metadata"]["annotations"]["prometheus.io/path"]

@@ -114,18 +114,8 @@ def test_any_invalid_field_is_named(data, record):
 
 
 @pytest.fixture(scope="module")
-def client(real_model_tag_or_none):
-    from starlette.testclient import TestClient
-
-    if real_model_tag_or_none is None:
-        import train
-        from tests.conftest import SAMPLE_CSV, TEST_REPORTS
-
-        train.main(["--data", str(SAMPLE_CSV), "--quiet", "--report-dir", str(TEST_REPORTS)])
-    import service
-
-    with TestClient(service.LoanApproval.to_asgi()) as test_client:
-        yield test_client
+def client(asgi_client):
+    return asgi_client
 
 
 @settings(

@@ -7,36 +7,18 @@ import json
 
 import numpy as np
 import pytest
-from starlette.testclient import TestClient
 
 from loan_preprocessing.features import to_feature_frame
 from loan_preprocessing.middleware import MODEL_TAG_HEADER
 from loan_preprocessing.model_store import get_model, load_pipeline
 from loan_preprocessing.schema import EXAMPLE_APPLICATION
-from tests.conftest import TEST_REPORTS
 
 EXAMPLE = EXAMPLE_APPLICATION.model_dump()
 
 
-@pytest.fixture(scope="module")
-def service_module(real_model_tag_or_none):
-    if real_model_tag_or_none is None:  # no real data: serve a model of the sample
-        import train
-        from tests.conftest import SAMPLE_CSV
-
-        assert (
-            train.main(["--data", str(SAMPLE_CSV), "--quiet", "--report-dir", str(TEST_REPORTS)])
-            == 0
-        )
-    import service
-
-    return service
-
-
-@pytest.fixture(scope="module")
-def client(service_module):
-    with TestClient(service_module.LoanApproval.to_asgi()) as test_client:
-        yield test_client
+@pytest.fixture
+def client(asgi_client):
+    return asgi_client
 
 
 def expected_probabilities(tag: str, rows: list[dict]) -> np.ndarray:
