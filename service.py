@@ -9,6 +9,7 @@ loaded once per worker.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -42,9 +43,17 @@ API_PATHS = frozenset(MEDIA_TYPES)
 logger = logging.getLogger("loan_approval")
 
 
-def _load_scorer() -> Scorer:
+@functools.cache
+def _serving_tag() -> str:
+    """The concrete model version this process serves, resolved once: every
+    instance in the process then loads, and names in X-Model-Tag, the same
+    version, even if a newer one is stored meanwhile."""
     # LoanApproval.bento is set when BentoML serves a built Bento.
-    stored = get_model(tag_to_serve(SETTINGS.model_tag, LoanApproval.bento))
+    return str(get_model(tag_to_serve(SETTINGS.model_tag, LoanApproval.bento)).tag)
+
+
+def _load_scorer() -> Scorer:
+    stored = get_model(_serving_tag())
     return Scorer(
         load_pipeline(stored), str(stored.tag), float(stored.info.metadata.get("threshold", 0.5))
     )
@@ -92,11 +101,12 @@ class LoanApproval:
         return decisions
 
     @bentoml.api(route="/predict_csv")
-    def predict_csv(
-        self, file: Annotated[Path, ContentType("text/csv")]
-    ) -> Annotated[str, ContentType("text/csv")]:
+    def predict_csv(self, file: Path) -> Annotated[str, ContentType("text/csv")]:
         """Score a CSV file in the data set's format (multipart field `file`);
-        answers CSV `Loan_ID,Loan_Status,probability` in the file's order."""
+        answers CSV `Loan_ID,Loan_Status,probability` in the file's order.
+        The part's own Content-Type is not checked: curl sends
+        application/octet-stream and Excel-era browsers application/vnd.ms-excel;
+        the parse decides."""
         try:
             applications = parse_csv_applications(file, max_rows=SETTINGS.max_applications)
         except CsvValidationError as exc:
