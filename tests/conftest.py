@@ -126,3 +126,26 @@ def asgi_client(asgi_app):
 
     with TestClient(asgi_app) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def built_bento(real_model) -> str:
+    """`bentoml build` of the working tree, packaging the real-data model; its tag."""
+    import re
+    import subprocess
+
+    from tests.support.server import BENTOML
+
+    stored, _ = real_model
+    result = subprocess.run(
+        [BENTOML, "build", "--output", "tag"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LOAN_MODEL_TAG": str(stored.tag)},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    match = re.search(r"loan_approval_service:\w+", result.stdout)
+    assert match, result.stdout
+    return match.group(0)

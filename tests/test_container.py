@@ -40,25 +40,6 @@ def _env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def built_bento(real_model) -> str:
-    """A Bento of the working tree packaging the real-data model (own fixture, so
-    this module does not depend on test_e2e's)."""
-    stored, _ = real_model
-    result = subprocess.run(
-        [BENTOML, "build", "--output", "tag"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**_env(), "LOAN_MODEL_TAG": str(stored.tag)},
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    match = re.search(r"loan_approval_service:\w+", result.stdout)
-    assert match, result.stdout
-    return match.group(0)
-
-
-@pytest.fixture(scope="module")
 def bento_dir(built_bento, bentoml_home) -> Path:
     name, version = built_bento.split(":")
     return bentoml_home / "bentos" / name / version

@@ -7,7 +7,6 @@ applications in order, with exactly the probabilities of the in-process pipeline
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from loan_preprocessing.features import to_feature_frame
 from loan_preprocessing.middleware import MODEL_TAG_HEADER
 from tests.conftest import TEST_REPORTS
-from tests.support.server import ROOT, bentoml_serve
+from tests.support.server import bentoml_serve
 
 pytestmark = pytest.mark.e2e
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
@@ -52,29 +51,6 @@ def test_bentoml_serve_answers_the_real_test_rows(real_model, real_test_rows, tm
         assert bad.status_code == 400
         assert ["applications", 0, "Gender"] in [e["loc"] for e in bad.json()["detail"]]
         assert httpx.get(f"{server.url}/livez").status_code == 200
-
-
-@pytest.fixture(scope="module")
-def built_bento(real_model) -> str:
-    stored, _ = real_model
-    result = subprocess.run(
-        [BENTOML, "build", "--output", "tag"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**_env(), "LOAN_MODEL_TAG": str(stored.tag)},
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    match = re.search(r"loan_approval_service:\w+", result.stdout)
-    assert match, result.stdout
-    return match.group(0)
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return {**os.environ, "BENTOML_DO_NOT_TRACK": "true"}
 
 
 def test_built_bento_serves_the_same_answers(built_bento, real_model, real_test_rows, tmp_path):

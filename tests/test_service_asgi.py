@@ -21,6 +21,23 @@ def client(asgi_client):
     return asgi_client
 
 
+@pytest.fixture
+def model_fails_on_poison(monkeypatch):
+    """The model raises on any batch holding an application with Loan_ID POISON
+    (the fault being simulated is in the model; the code under test is the
+    service's isolation around it)."""
+    from loan_preprocessing.decide import Scorer
+
+    real_probabilities = Scorer.probabilities
+
+    def fails_on_poison(self, applications):
+        if any(a.Loan_ID == "POISON" for a in applications):
+            raise RuntimeError("simulated model fault")
+        return real_probabilities(self, applications)
+
+    monkeypatch.setattr(Scorer, "probabilities", fails_on_poison)
+
+
 def expected_probabilities(tag: str, rows: list[dict]) -> np.ndarray:
     return load_pipeline(get_model(tag)).predict_proba(to_feature_frame(rows))[:, 1]
 
@@ -129,21 +146,11 @@ def test_predict_csv_names_line_and_column_of_a_bad_row(client):
     assert detail[0]["line"] == 3 and detail[0]["column"] == "ApplicantIncome"
 
 
-def test_a_row_the_model_raises_on_fails_only_its_own_request(client, monkeypatch):
+def test_a_row_the_model_raises_on_fails_only_its_own_request(client, model_fails_on_poison):
     """Isolation inside an adaptive batch: the model raising on one valid
     application must not fail the other requests batched with it."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from loan_preprocessing.decide import Scorer
-
-    real_probabilities = Scorer.probabilities
-
-    def fails_on_poison(self, applications):
-        if any(a.Loan_ID == "POISON" for a in applications):
-            raise RuntimeError("simulated model fault")
-        return real_probabilities(self, applications)
-
-    monkeypatch.setattr(Scorer, "probabilities", fails_on_poison)
     bodies = [{"applications": [{**EXAMPLE, "Loan_ID": f"G{i}"}]} for i in range(12)]
     bodies.insert(5, {"applications": [{**EXAMPLE, "Loan_ID": "POISON"}]})
     with ThreadPoolExecutor(len(bodies)) as pool:
@@ -157,19 +164,11 @@ def test_a_row_the_model_raises_on_fails_only_its_own_request(client, monkeypatc
     assert "simulated model fault" not in responses[5].text
 
 
-def test_scorer_isolates_the_failing_row(service_module, monkeypatch):
-    from loan_preprocessing.decide import Scorer, Unscored
+def test_scorer_isolates_the_failing_row(service_module, model_fails_on_poison):
+    from loan_preprocessing.decide import Unscored
     from loan_preprocessing.schema import LoanApplication
 
     instance = service_module.LoanApproval()
-    real_probabilities = Scorer.probabilities
-
-    def fails_on_poison(self, applications):
-        if any(a.Loan_ID == "POISON" for a in applications):
-            raise RuntimeError("simulated model fault")
-        return real_probabilities(self, applications)
-
-    monkeypatch.setattr(Scorer, "probabilities", fails_on_poison)
     rows = [LoanApplication(**{**EXAMPLE, "Loan_ID": i}) for i in ("A", "POISON", "B")]
     decisions = instance.scorer.decide(rows)
     assert [type(d) is Unscored for d in decisions] == [False, True, False]
