@@ -30,7 +30,7 @@ from loan_preprocessing.middleware import (
     OpenApiCorrections,
     ValidationFailureCounter,
 )
-from loan_preprocessing.model_store import get_model, load_pipeline, tag_to_serve
+from loan_preprocessing.model_store import get_model, tag_to_serve
 from loan_preprocessing.prediction_log import PredictionLog
 from loan_preprocessing.schema import Decision, LoanApplication, predict_request_model
 from loan_preprocessing.scoring_output import decisions_to_csv
@@ -53,10 +53,7 @@ def _serving_tag() -> str:
 
 
 def _load_scorer() -> Scorer:
-    stored = get_model(_serving_tag())
-    return Scorer(
-        load_pipeline(stored), str(stored.tag), float(stored.info.metadata.get("threshold", 0.5))
-    )
+    return Scorer.from_model(get_model(_serving_tag()))
 
 
 @bentoml.service(

@@ -11,11 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+import bentoml
 import numpy as np
 from pydantic import model_serializer
 from sklearn.pipeline import Pipeline
 
 from loan_preprocessing.features import predict_applications_proba
+from loan_preprocessing.model_store import load_pipeline
 from loan_preprocessing.schema import APPROVED, REJECTED, Decision, LoanApplication
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,12 @@ class Scorer:
     pipeline: Pipeline
     tag: str
     threshold: float = DEFAULT_THRESHOLD
+
+    @classmethod
+    def from_model(cls, stored: bentoml.Model) -> Scorer:
+        """The verified pipeline of a stored model, with the threshold it was trained for."""
+        threshold = float(stored.info.metadata.get("threshold", DEFAULT_THRESHOLD))
+        return cls(load_pipeline(stored), str(stored.tag), threshold)
 
     def probabilities(self, applications: Sequence[LoanApplication]) -> np.ndarray:
         # Same numbers as pipeline.predict_proba(to_feature_frame(rows)), faster.

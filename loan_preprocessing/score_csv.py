@@ -24,14 +24,10 @@ from itertools import islice
 from pathlib import Path
 from typing import Final, TextIO
 
-import numpy as np
-from sklearn.pipeline import Pipeline
-
 from loan_preprocessing.csv_rows import CsvValidationError, iter_csv_applications
-from loan_preprocessing.features import to_feature_frame
-from loan_preprocessing.model_store import MODEL_NAME, ModelLoadError, get_model, load_pipeline
-from loan_preprocessing.schema import APPROVED, ID_COLUMN, REJECTED, TARGET_COLUMN, LoanApplication
-from loan_preprocessing.search import DECISION_THRESHOLD
+from loan_preprocessing.decide import Scorer, Unscored
+from loan_preprocessing.model_store import MODEL_NAME, ModelLoadError, get_model
+from loan_preprocessing.schema import ID_COLUMN, TARGET_COLUMN, LoanApplication
 
 OUTPUT_COLUMNS: Final = (ID_COLUMN, TARGET_COLUMN, "probability")
 DEFAULT_CHUNK_SIZE: Final = 10_000
@@ -41,22 +37,22 @@ Progress = Callable[[int], None]
 
 
 def score_chunk(
-    pipeline: Pipeline, threshold: float, applications: list[LoanApplication]
+    scorer: Scorer, applications: list[LoanApplication]
 ) -> list[tuple[str, str, float]]:
-    """(Loan_ID or "", Y/N, P(Y)) per application, exactly as the service decides."""
-    frame = to_feature_frame([a.model_dump() for a in applications])
-    probabilities = np.clip(pipeline.predict_proba(frame)[:, 1], 0.0, 1.0)
+    """(Loan_ID or "", Y/N, P(Y)) per application: the service's own decision rule."""
+    decisions = scorer.decide(applications)
+    if any(isinstance(d, Unscored) for d in decisions):
+        raise RuntimeError("the model could not score every application; see the log above")
     return [
-        (a.Loan_ID or "", APPROVED if p >= threshold else REJECTED, float(p))
-        for a, p in zip(applications, probabilities, strict=True)
+        (a.Loan_ID or "", d.Loan_Status, d.probability)
+        for a, d in zip(applications, decisions, strict=True)
     ]
 
 
 def score_stream(
     source: TextIO,
     sink: TextIO,
-    pipeline: Pipeline,
-    threshold: float,
+    scorer: Scorer,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: Progress | None = None,
 ) -> int:
@@ -66,7 +62,7 @@ def score_stream(
     scored = 0
     for chunk in _chunks(iter_csv_applications(source), chunk_size):
         # float's repr round-trips, so the file holds exactly what the model said.
-        writer.writerows(score_chunk(pipeline, threshold, chunk))
+        writer.writerows(score_chunk(scorer, chunk))
         scored += len(chunk)
         if progress is not None:
             progress(len(chunk))
@@ -150,15 +146,14 @@ def main(argv: Iterable[str] | None = None) -> int:
     apply_project_defaults()
     try:
         stored = get_model(args.model_tag)
-        pipeline = load_pipeline(stored)
-        threshold = float(stored.info.metadata.get("threshold", DECISION_THRESHOLD))
+        scorer = Scorer.from_model(stored)
         total = estimate_rows(args.input)
         with (
             open(args.input, encoding="utf-8-sig", newline="") as source,
             atomic_output(args.output) as sink,
             progress_bar(total, enabled=not args.quiet) as progress,
         ):
-            scored = score_stream(source, sink, pipeline, threshold, args.chunk_size, progress)
+            scored = score_stream(source, sink, scorer, args.chunk_size, progress)
     except CsvValidationError as exc:
         print(f"error: {args.input}: {exc}", file=sys.stderr)
         return 1
@@ -171,7 +166,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         return 1
     destination = args.output or "standard output"
     print(
-        f"scored {scored} applications with {stored.tag} (threshold {threshold:g}) "
+        f"scored {scored} applications with {stored.tag} (threshold {scorer.threshold:g}) "
         f"into {destination}",
         file=sys.stderr,
     )

@@ -53,15 +53,13 @@ from loan_preprocessing.csv_rows import (
     application_from_record,
     check_header,
 )
+from loan_preprocessing.decide import Scorer, Unscored
 from loan_preprocessing.environment import apply_project_defaults
-from loan_preprocessing.features import to_feature_frame
 from loan_preprocessing.model_store import MODEL_NAME, ModelLoadError, get_model, load_pipeline
-from loan_preprocessing.schema import APPROVED, FEATURE_COLUMNS, ID_COLUMN, REJECTED, TARGET_COLUMN
-from loan_preprocessing.search import DECISION_THRESHOLD
+from loan_preprocessing.schema import FEATURE_COLUMNS, ID_COLUMN, TARGET_COLUMN
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-    from sklearn.pipeline import Pipeline
 
 DEFAULT_MODEL_TAG: Final = f"{MODEL_NAME}:latest"
 DEFAULT_MASTER: Final = "local[*]"
@@ -99,13 +97,6 @@ class ModelPackage:
 
 
 @dataclass(frozen=True)
-class LoadedModel:
-    pipeline: Pipeline
-    tag: str
-    threshold: float
-
-
-@dataclass(frozen=True)
 class ScoringSummary:
     scored: int
     rejected: int
@@ -114,7 +105,7 @@ class ScoringSummary:
 
 
 # Per Python worker process: the pipeline of each package it has seen, loaded once.
-_LOADED: dict[str, LoadedModel] = {}
+_LOADED: dict[str, Scorer] = {}
 # Driver side: the Spark applications this process has already sent its code to.
 _SHIPPED: set[str] = set()
 
@@ -131,7 +122,7 @@ def package_model(tag: str) -> ModelPackage:
     return ModelPackage(str(stored.tag), archive, hashlib.sha256(archive).hexdigest())
 
 
-def loaded_model(package: ModelPackage) -> LoadedModel:
+def loaded_model(package: ModelPackage) -> Scorer:
     """The package's pipeline, loaded and verified on first use in this process."""
     cached = _LOADED.get(package.sha256)
     if cached is not None:
@@ -144,9 +135,7 @@ def loaded_model(package: ModelPackage) -> LoadedModel:
     try:
         with tarfile.open(fileobj=io.BytesIO(package.archive)) as tar:
             tar.extractall(directory, filter="data")
-        stored = bentoml.Model.from_path(directory)
-        threshold = float(stored.info.metadata.get("threshold", DECISION_THRESHOLD))
-        model = LoadedModel(load_pipeline(stored), str(stored.tag), threshold)
+        model = Scorer.from_model(bentoml.Model.from_path(directory))
     finally:
         # The pipeline is in memory now; nothing reads the files again.
         shutil.rmtree(directory, ignore_errors=True)
@@ -157,15 +146,15 @@ def loaded_model(package: ModelPackage) -> LoadedModel:
 def score_frames(batches: Iterable[pd.DataFrame], package: ModelPackage) -> Iterator[pd.DataFrame]:
     """The mapInPandas function: input batches (INPUT_COLUMNS) to result batches
     (RESULT_SCHEMA). Loads the model once per process, on the first batch."""
-    model: LoadedModel | None = None
+    model: Scorer | None = None
     for batch in batches:
         model = model or loaded_model(package)
         yield score_frame(batch, model)
 
 
-def score_frame(batch: pd.DataFrame, model: LoadedModel) -> pd.DataFrame:
+def score_frame(batch: pd.DataFrame, model: Scorer) -> pd.DataFrame:
     """Validate each row with the API's schema; score the valid ones exactly as
-    POST /predict does (same feature frame, clip, threshold), keep the errors of the others."""
+    POST /predict does (its Scorer), keep the errors of the others."""
     records = [{name: _cell(row.get(name)) for name in INPUT_COLUMNS} for row in _rows(batch)]
     valid: list[Any] = []
     valid_at: list[int] = []
@@ -177,13 +166,13 @@ def score_frame(batch: pd.DataFrame, model: LoadedModel) -> pd.DataFrame:
         except CsvValidationError as exc:
             errors[index] = "; ".join(f"{p.column or 'row'}: {p.message}" for p in exc.problems)
     probabilities = np.full(len(records), np.nan)
-    if valid:
-        frame = to_feature_frame([a.model_dump() for a in valid])
-        probabilities[valid_at] = np.clip(model.pipeline.predict_proba(frame)[:, 1], 0.0, 1.0)
-    statuses = [
-        None if error else (APPROVED if p >= model.threshold else REJECTED)
-        for p, error in zip(probabilities, errors, strict=True)
-    ]
+    statuses: list[str | None] = [None] * len(records)
+    for index, decision in zip(valid_at, model.decide(valid) if valid else [], strict=True):
+        if isinstance(decision, Unscored):
+            errors[index] = "the model could not score this row"
+            continue
+        probabilities[index] = decision.probability
+        statuses[index] = decision.Loan_Status
     return pd.DataFrame(
         {
             ID_COLUMN: pd.Series([_text(r[ID_COLUMN]) for r in records], dtype=object),
