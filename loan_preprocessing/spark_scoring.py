@@ -343,11 +343,11 @@ def build_session(master: str = DEFAULT_MASTER) -> SparkSession:
         .appName("loan-approval-scoring")
         .config("spark.ui.showConsoleProgress", "false")
     )
-    if master.startswith("local") and "PYSPARK_PYTHON" not in os.environ:
+    if master.startswith("local"):
         # Local workers must run this interpreter (the one with the project's
         # packages), not whatever `python3` is first on PATH. On a cluster, set
         # PYSPARK_PYTHON to the executors' interpreter.
-        builder = builder.config("spark.pyspark.python", sys.executable)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
