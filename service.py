@@ -10,7 +10,6 @@ loaded once per worker.
 from __future__ import annotations
 
 import functools
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -40,7 +39,6 @@ from loan_preprocessing.settings import ServiceSettings, worker_envs
 SETTINGS = ServiceSettings.from_env()
 MEDIA_TYPES = {"/predict": "application/json", "/predict_csv": "multipart/form-data"}
 API_PATHS = frozenset(MEDIA_TYPES)
-logger = logging.getLogger("loan_approval")
 
 
 @functools.cache
