@@ -63,7 +63,6 @@ def _load_scorer() -> Scorer:
 )
 class LoanApproval:
     model = bentoml.models.BentoModel(SETTINGS.model_tag)
-    serving_tag: str | None = None
 
     @bentoml.on_deployment
     def verify_model() -> None:
@@ -81,7 +80,6 @@ class LoanApproval:
             if SETTINGS.prediction_log
             else None
         )
-        type(self).serving_tag = self.scorer.tag
 
     @bentoml.api(
         batchable=True,
@@ -150,6 +148,6 @@ LoanApproval.add_asgi_middleware(ContentTypeGuard, accepted=MEDIA_TYPES)
 LoanApproval.add_asgi_middleware(
     ValidationFailureCounter, paths=API_PATHS, on_failure=_count_validation_failures
 )
-LoanApproval.add_asgi_middleware(ModelTagHeader, model_tag=lambda: LoanApproval.inner.serving_tag)
+LoanApproval.add_asgi_middleware(ModelTagHeader, model_tag=_serving_tag)
 LoanApproval.add_asgi_middleware(BearerAuth, api_key=SETTINGS.api_key)
 LoanApproval.add_asgi_middleware(BodySizeLimit, max_bytes=SETTINGS.max_body_bytes)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
 
 import bentoml
 import numpy as np
@@ -19,9 +18,9 @@ from sklearn.pipeline import Pipeline
 from loan_preprocessing.features import predict_applications_proba
 from loan_preprocessing.model_store import load_pipeline
 from loan_preprocessing.schema import APPROVED, REJECTED, Decision, LoanApplication
+from loan_preprocessing.search import DECISION_THRESHOLD
 
 logger = logging.getLogger(__name__)
-DEFAULT_THRESHOLD: Final = 0.5
 
 
 class UnscoredRowError(RuntimeError):
@@ -49,12 +48,12 @@ class Scorer:
 
     pipeline: Pipeline
     tag: str
-    threshold: float = DEFAULT_THRESHOLD
+    threshold: float = DECISION_THRESHOLD
 
     @classmethod
     def from_model(cls, stored: bentoml.Model) -> Scorer:
         """The verified pipeline of a stored model, with the threshold it was trained for."""
-        threshold = float(stored.info.metadata.get("threshold", DEFAULT_THRESHOLD))
+        threshold = float(stored.info.metadata.get("threshold", DECISION_THRESHOLD))
         return cls(load_pipeline(stored), str(stored.tag), threshold)
 
     def probabilities(self, applications: Sequence[LoanApplication]) -> np.ndarray:

@@ -27,26 +27,22 @@ from typing import Final, TextIO
 from loan_preprocessing.csv_rows import CsvValidationError, iter_csv_applications
 from loan_preprocessing.decide import Scorer, Unscored
 from loan_preprocessing.model_store import MODEL_NAME, ModelLoadError, get_model
-from loan_preprocessing.schema import ID_COLUMN, TARGET_COLUMN, LoanApplication
+from loan_preprocessing.schema import LoanApplication
+from loan_preprocessing.scoring_output import CSV_COLUMNS, csv_row
 
-OUTPUT_COLUMNS: Final = (ID_COLUMN, TARGET_COLUMN, "probability")
+OUTPUT_COLUMNS: Final = CSV_COLUMNS
 DEFAULT_CHUNK_SIZE: Final = 10_000
 DEFAULT_MODEL_TAG: Final = f"{MODEL_NAME}:latest"
 
 Progress = Callable[[int], None]
 
 
-def score_chunk(
-    scorer: Scorer, applications: list[LoanApplication]
-) -> list[tuple[str, str, float]]:
-    """(Loan_ID or "", Y/N, P(Y)) per application: the service's own decision rule."""
+def score_chunk(scorer: Scorer, applications: list[LoanApplication]) -> list[tuple[str, str, str]]:
+    """The CSV row of each application, decided by the service's own rule."""
     decisions = scorer.decide(applications)
     if any(isinstance(d, Unscored) for d in decisions):
         raise RuntimeError("the model could not score every application; see the log above")
-    return [
-        (a.Loan_ID or "", d.Loan_Status, d.probability)
-        for a, d in zip(applications, decisions, strict=True)
-    ]
+    return [csv_row(decision) for decision in decisions]
 
 
 def score_stream(
@@ -61,7 +57,6 @@ def score_stream(
     writer.writerow(OUTPUT_COLUMNS)
     scored = 0
     for chunk in _chunks(iter_csv_applications(source), chunk_size):
-        # float's repr round-trips, so the file holds exactly what the model said.
         writer.writerows(score_chunk(scorer, chunk))
         scored += len(chunk)
         if progress is not None:
