@@ -35,6 +35,7 @@ from loan_preprocessing.schema import Decision, LoanApplication, predict_request
 from loan_preprocessing.scoring_output import decisions_to_csv
 from loan_preprocessing.service_logging import quiet_validation_tracebacks
 from loan_preprocessing.settings import ServiceSettings, worker_envs
+from loan_preprocessing.worker_heap import freeze_startup_heap
 
 SETTINGS = ServiceSettings.from_env()
 MEDIA_TYPES = {"/predict": "application/json", "/predict_csv": "multipart/form-data"}
@@ -80,6 +81,7 @@ class LoanApproval:
             if SETTINGS.prediction_log
             else None
         )
+        freeze_startup_heap()
 
     @bentoml.api(
         batchable=True,

@@ -27,6 +27,7 @@ from loan_preprocessing.schema import (
     predict_request_model,
 )
 from loan_preprocessing.settings import ServiceSettings, worker_envs
+from loan_preprocessing.worker_heap import freeze_startup_heap
 
 SETTINGS = ServiceSettings.from_env()
 BASELINE_TAG: Final = "no_model:baseline"
@@ -43,6 +44,9 @@ CONSTANT_PROBABILITY: Final = 0.8312345678901234
     envs=worker_envs(SETTINGS),
 )
 class NoModelBaseline:
+    def __init__(self) -> None:
+        freeze_startup_heap()  # as the service does
+
     @bentoml.api(
         batchable=True,
         max_batch_size=SETTINGS.max_batch_size,

@@ -7,15 +7,15 @@ HTTP APIs, offline scoring and the Spark job cannot disagree.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import bentoml
 import numpy as np
 from pydantic import model_serializer
 from sklearn.pipeline import Pipeline
 
-from loan_preprocessing.features import predict_applications_proba
+from loan_preprocessing.features import applications_predictor
 from loan_preprocessing.model_store import load_pipeline
 from loan_preprocessing.schema import APPROVED, REJECTED, Decision, LoanApplication
 from loan_preprocessing.search import DECISION_THRESHOLD
@@ -49,6 +49,13 @@ class Scorer:
     pipeline: Pipeline
     tag: str
     threshold: float = DECISION_THRESHOLD
+    _predict_proba: Callable[[Sequence[LoanApplication]], np.ndarray] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        # Prepared once per loaded pipeline (the fast path compiles the trees).
+        object.__setattr__(self, "_predict_proba", applications_predictor(self.pipeline))
 
     @classmethod
     def from_model(cls, stored: bentoml.Model) -> Scorer:
@@ -58,19 +65,33 @@ class Scorer:
 
     def probabilities(self, applications: Sequence[LoanApplication]) -> np.ndarray:
         # Same numbers as pipeline.predict_proba(to_feature_frame(rows)), faster.
-        return np.clip(predict_applications_proba(self.pipeline, applications)[:, 1], 0.0, 1.0)
+        return np.clip(self._predict_proba(applications)[:, 1], 0.0, 1.0)
 
     def decide(self, applications: Sequence[LoanApplication]) -> list[Decision]:
         """A decision per application, in order. If the model raises on the batch,
         each row is retried alone, and only rows that still fail are Unscored."""
         try:
-            probabilities: Sequence[float | None] = self.probabilities(applications)
+            # Python floats: comparing and wrapping numpy scalars one by one costs
+            # more than the model on a large batch.
+            probabilities: list[float | None] = self.probabilities(applications).tolist()
         except Exception:
             logger.exception(
                 "the model raised on a batch of %d; retrying row by row", len(applications)
             )
             probabilities = [self._probability_or_none(a) for a in applications]
-        return [self._decision(a, p) for a, p in zip(applications, probabilities, strict=True)]
+        threshold = self.threshold
+        return [
+            Unscored(Loan_ID=a.Loan_ID, Loan_Status=REJECTED, probability=0.0)
+            if p is None
+            # Validated construction is cheaper than model_construct here (pydantic-core
+            # does it in one call), and checks the values on the way.
+            else Decision(
+                Loan_ID=a.Loan_ID,
+                Loan_Status=APPROVED if p >= threshold else REJECTED,
+                probability=p,
+            )
+            for a, p in zip(applications, probabilities, strict=True)
+        ]
 
     def _probability_or_none(self, application: LoanApplication) -> float | None:
         try:
@@ -78,14 +99,3 @@ class Scorer:
         except Exception:
             logger.exception("the model raised on application %s", application.Loan_ID)
             return None
-
-    def _decision(self, application: LoanApplication, probability: float | None) -> Decision:
-        if probability is None:
-            return Unscored(Loan_ID=application.Loan_ID, Loan_Status=REJECTED, probability=0.0)
-        status = APPROVED if probability >= self.threshold else REJECTED
-        # model_construct skips re-validation: the values are valid by construction
-        # (a validated Loan_ID, Y or N, a probability clipped to [0, 1]), and
-        # validating 1000 decisions cost as much as scoring them.
-        return Decision.model_construct(
-            Loan_ID=application.Loan_ID, Loan_Status=status, probability=float(probability)
-        )

@@ -6,7 +6,7 @@ model sees the same dtypes whether rows come from a CSV file or from JSON.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -16,6 +16,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from loan_preprocessing.schema import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS
+from loan_preprocessing.tree_ensemble import VectorizedBooster, unsupported_reason
 
 # The most common term in the data; used only to compute the monthly
 # instalment when the term is missing.
@@ -151,7 +152,10 @@ class FastPredictor:
     the fitted steps called directly: the same features (`loan_feature_matrix`), the
     imputer's fitted medians and the same classifier on the same float64 matrix,
     so the numbers are identical (tests/test_fast_path.py), without the pandas and
-    input-validation overhead that dominates small batches."""
+    input-validation overhead that dominates small batches. A boosted classifier
+    is walked all trees at once (VectorizedBooster), same numbers again.
+
+    Build it once per loaded pipeline: it compiles the trees."""
 
     def __init__(self, pipeline: Pipeline) -> None:
         problem = _fast_path_problem(pipeline)
@@ -160,6 +164,11 @@ class FastPredictor:
         self.pipeline = pipeline
         self.medians = np.asarray(pipeline.named_steps["impute"].statistics_, dtype=np.float64)
         self.classifier = pipeline.named_steps["classify"]
+        self.classifier_proba = (
+            self.classifier.predict_proba
+            if unsupported_reason(self.classifier)
+            else VectorizedBooster(self.classifier).predict_proba
+        )
 
     @classmethod
     def supports(cls, pipeline: object) -> bool:
@@ -169,16 +178,23 @@ class FastPredictor:
         matrix = loan_feature_matrix(application_columns(applications))
         # What the fitted SimpleImputer does: each NaN becomes its column's median.
         imputed = np.where(np.isnan(matrix), self.medians, matrix)
-        return self.classifier.predict_proba(imputed)
+        return self.classifier_proba(imputed)
 
 
-def predict_applications_proba(pipeline: Pipeline, applications: Sequence[object]) -> np.ndarray:
+def applications_predictor(pipeline: Pipeline) -> Callable[[Sequence[object]], np.ndarray]:
     """`pipeline.predict_proba(to_feature_frame(rows))` for validated applications:
     through FastPredictor when the pipeline is the one `build_pipeline` makes, else
     through the pipeline itself (same numbers either way)."""
     if FastPredictor.supports(pipeline):
-        return FastPredictor(pipeline).predict_proba(applications)
-    return pipeline.predict_proba(to_feature_frame([_as_row(a) for a in applications]))
+        return FastPredictor(pipeline).predict_proba
+    return lambda applications: pipeline.predict_proba(
+        to_feature_frame([_as_row(a) for a in applications])
+    )
+
+
+def predict_applications_proba(pipeline: Pipeline, applications: Sequence[object]) -> np.ndarray:
+    """One-off `applications_predictor(pipeline)(applications)`."""
+    return applications_predictor(pipeline)(applications)
 
 
 def _as_row(application: object) -> Mapping[str, Any]:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Final
 
+import numpy as np
+
 PROBABILITY_BUCKETS: Final = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
@@ -27,8 +29,7 @@ class DomainMetrics:
         # One counter update per status, not per row: a 1000-row batch stays cheap.
         for status, count in Counter(statuses).items():
             self.decisions.labels(loan_status=status).inc(count)
-        for probability in probabilities:
-            self.approval_probability.observe(probability)
+        observe_many(self.approval_probability, probabilities)
 
 
 @cache
@@ -57,6 +58,36 @@ def domain_metrics() -> DomainMetrics:
             "loan_unscored_rows", "Valid applications the model raised on (answered 500)."
         ),
     )
+
+
+def observe_many(histogram: Any, values: Iterable[float]) -> None:
+    """`histogram.observe(v)` for every value, with one update per bucket.
+
+    In BentoML's multiprocess mode each observe writes two memory-mapped values
+    under a lock, about 1.6 ms per 1000 rows, as much as the rest of recording.
+    prometheus_client has no public batch observe, so this fills the histogram's
+    own per-bucket values the way observe does (a value goes to the first bucket
+    whose upper bound it does not exceed); tests/test_metrics.py checks the
+    exposition equals one observe per value. Any other histogram (another
+    prometheus_client version) gets the plain loop.
+    """
+    values = np.asarray(list(values), dtype=np.float64)
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for value in values.tolist():
+            histogram.observe(value)
+        return
+    if values.size == 0:
+        return
+    # side="left": index of the first bound >= value. NaN sorts past the last
+    # bound (+Inf): observe counts it in no bucket, and neither does this.
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds) + 1)
+    total.inc(float(values.sum()))
+    for bucket, count in zip(buckets, counts[: len(bounds)].tolist(), strict=True):
+        if count:
+            bucket.inc(count)
 
 
 def failed_fields(error_detail: Iterable[dict[str, Any]]) -> list[str]:

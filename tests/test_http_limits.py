@@ -127,6 +127,9 @@ def test_metrics_count_decisions_probabilities_failures_and_the_model(guarded):
     assert delta(before, after, 'loan_approval_probability_bucket{le="0.5"}') == sum(
         a["probability"] <= 0.5 for a in answers
     )
+    assert delta(before, after, "loan_approval_probability_sum") == pytest.approx(
+        sum(a["probability"] for a in answers)
+    )
     assert delta(before, after, 'loan_validation_failures_total{field="LoanAmount"}') == 2
     assert after.get(f'loan_model_info{{model_tag="{tag}"}}') == 1.0
 

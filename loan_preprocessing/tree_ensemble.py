@@ -1,0 +1,131 @@
+"""A fitted HistGradientBoostingClassifier's predict_proba, all trees at once.
+
+scikit-learn evaluates a boosted model one tree at a time, each a call into
+compiled code with its own set-up: for our 200 to 300 small trees that is about
+0.9 ms per call whatever the number of rows, most of a single-row request's
+model cost, and about 4 ms for 1000 rows. Here every tree is a row of padded
+node tables and a batch walks all of them together with a handful of numpy
+operations per tree level. The rules are scikit-learn's (`x <= threshold` goes
+left, NaN follows `missing_go_to_left`), the leaf values are added tree by tree
+in the same order, and the link is the model's own, so the probabilities are the
+same floating-point numbers (tests/test_tree_ensemble.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+
+def unsupported_reason(classifier: object) -> str | None:
+    """Why VectorizedBooster cannot stand in for `classifier`, or None."""
+    if not isinstance(classifier, HistGradientBoostingClassifier):
+        return "not a HistGradientBoostingClassifier"
+    predictors = getattr(classifier, "_predictors", None)
+    if not predictors:
+        return "not fitted"
+    if getattr(classifier, "n_trees_per_iteration_", None) != 1:
+        return "not a binary classifier"
+    categorical = getattr(classifier, "is_categorical_", None)
+    if categorical is not None and np.any(categorical):
+        return "has categorical features"
+    if not hasattr(getattr(classifier, "_loss", None), "predict_proba"):
+        return "no loss object to turn raw scores into probabilities"
+    nodes = predictors[0][0].nodes
+    fields = {"value", "feature_idx", "num_threshold", "missing_go_to_left", "left", "right"}
+    if not fields <= set(nodes.dtype.names or ()) or "is_leaf" not in nodes.dtype.names:
+        return "unknown tree node layout"
+    return None
+
+
+class VectorizedBooster:
+    """`classifier.predict_proba(X)` for a binary HistGradientBoostingClassifier
+    without categorical features, on a float64 matrix."""
+
+    # Rows walked together: the (rows x trees) temporaries of a chunk stay in
+    # the CPU cache, which made 1000-row batches about twice as fast.
+    CHUNK_ROWS = 128
+
+    def __init__(self, classifier: HistGradientBoostingClassifier) -> None:
+        reason = unsupported_reason(classifier)
+        if reason:
+            raise ValueError(f"cannot vectorise this classifier: {reason}")
+        trees = [iteration[0].nodes for iteration in classifier._predictors]
+        width = max(len(nodes) for nodes in trees)
+        self.n_trees = len(trees)
+        self.n_features = int(classifier.n_features_in_)
+        # Node i of tree t has the key 2 * (t * width + i); a node's two children
+        # are at `child[key]` (right) and `child[key + 1]` (left), so one step is
+        # `key = child[key + went_left]`. A leaf (and the padding) is its own
+        # child on both sides, so the extra steps of a shallow branch stay put.
+        own_key = 2 * np.arange(self.n_trees * width).reshape(self.n_trees, width)
+        self.feature = np.zeros(2 * self.n_trees * width, dtype=np.intp)
+        self.threshold = np.zeros(2 * self.n_trees * width, dtype=np.float64)
+        self.missing_left = np.zeros(2 * self.n_trees * width, dtype=bool)
+        self.child = np.zeros(2 * self.n_trees * width, dtype=np.intp)
+        self.leaf_value = np.zeros(2 * self.n_trees * width, dtype=np.float64)
+        depth = 0
+        for t, nodes in enumerate(trees):
+            keys = own_key[t, : len(nodes)]
+            split = nodes["is_leaf"] == 0
+            first_key = 2 * t * width
+            left = np.where(split, first_key + 2 * nodes["left"].astype(np.intp), keys)
+            right = np.where(split, first_key + 2 * nodes["right"].astype(np.intp), keys)
+            self.feature[keys] = np.where(split, nodes["feature_idx"], 0)
+            self.threshold[keys] = nodes["num_threshold"]
+            self.missing_left[keys] = nodes["missing_go_to_left"].astype(bool)
+            self.child[keys] = right
+            self.child[keys + 1] = left
+            self.leaf_value[keys] = np.where(split, 0.0, nodes["value"])
+            depth = max(depth, _tree_depth(nodes))
+        self.depth = depth
+        self.roots = own_key[:, 0].copy()
+        self.baseline = float(np.asarray(classifier._baseline_prediction).ravel()[0])
+        self.loss: Any = classifier._loss
+
+    def raw_predict(self, X: np.ndarray) -> np.ndarray:
+        """The raw score of each row: baseline plus each tree's leaf, in tree order."""
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"expected a matrix of {self.n_features} columns, got {X.shape}")
+        raw = np.empty(X.shape[0], dtype=np.float64)
+        for start in range(0, X.shape[0], self.CHUNK_ROWS):
+            chunk = X[start : start + self.CHUNK_ROWS]
+            raw[start : start + len(chunk)] = self._raw_chunk(chunk)
+        return raw
+
+    def _raw_chunk(self, X: np.ndarray) -> np.ndarray:
+        n_rows = X.shape[0]
+        has_nan = bool(np.isnan(X).any())
+        key = np.broadcast_to(self.roots, (n_rows, self.n_trees))
+        row_start = (np.arange(n_rows, dtype=np.intp) * self.n_features)[:, None]
+        flat_X = X.ravel()
+        for _ in range(self.depth):
+            value = flat_X.take(row_start + self.feature.take(key))
+            went_left = value <= self.threshold.take(key)
+            if has_nan:  # NaN compares false; it goes where the tree says instead
+                went_left = np.where(np.isnan(value), self.missing_left.take(key), went_left)
+            key = self.child.take(key + went_left)
+        scores = np.empty((n_rows, self.n_trees + 1), dtype=np.float64)
+        scores[:, 0] = self.baseline
+        scores[:, 1:] = self.leaf_value.take(key)
+        # Added one tree after the other, in order, as scikit-learn does (a
+        # pairwise sum would round differently); accumulate is sequential by
+        # definition.
+        return np.add.accumulate(scores, axis=1)[:, -1]
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.loss.predict_proba(self.raw_predict(X))
+
+
+def _tree_depth(nodes: np.ndarray) -> int:
+    """Splits on the longest root-to-leaf path."""
+    depth, frontier = 0, [0]
+    while True:
+        splits = [i for i in frontier if not nodes["is_leaf"][i]]
+        if not splits:
+            return depth
+        depth += 1
+        frontier = [int(c) for i in splits for c in (nodes["left"][i], nodes["right"][i])]
