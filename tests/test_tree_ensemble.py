@@ -92,9 +92,9 @@ def test_wrong_width_is_refused(deep_model):
 X_SMALL = np.array([[0.0], [1.0], [2.0], [1.0], [0.0], [2.0]])
 UNSUPPORTED = {
     "not fitted": lambda: HistGradientBoostingClassifier(),
-    "not a HistGradientBoostingClassifier": lambda: HistGradientBoostingRegressor(
-        max_iter=5
-    ).fit(X_SMALL, [0, 1, 2, 1, 0, 2]),
+    "not a HistGradientBoostingClassifier": lambda: HistGradientBoostingRegressor(max_iter=5).fit(
+        X_SMALL, [0, 1, 2, 1, 0, 2]
+    ),
     "not a binary classifier": lambda: HistGradientBoostingClassifier(max_iter=5).fit(
         X_SMALL, [0, 1, 2, 1, 0, 2]
     ),
