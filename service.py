@@ -18,6 +18,7 @@ from bentoml.validators import ContentType
 from pydantic import SerializeAsAny
 from starlette.responses import JSONResponse, Response
 
+from loan_preprocessing import bentoml_timeout
 from loan_preprocessing.csv_rows import CsvValidationError, parse_csv_applications
 from loan_preprocessing.decide import Scorer, Unscored
 from loan_preprocessing.metrics import domain_metrics, failed_fields
@@ -38,6 +39,9 @@ from loan_preprocessing.settings import ServiceSettings, worker_envs
 from loan_preprocessing.worker_heap import freeze_startup_heap
 
 SETTINGS = ServiceSettings.from_env()
+# Before BentoML builds the app: its own request timeout keeps finished
+# requests alive for the whole timeout (see the module).
+bentoml_timeout.install()
 MEDIA_TYPES = {"/predict": "application/json", "/predict_csv": "multipart/form-data"}
 API_PATHS = frozenset(MEDIA_TYPES)
 

@@ -14,6 +14,7 @@ from typing import Final
 
 import bentoml
 
+from loan_preprocessing import bentoml_timeout
 from loan_preprocessing.middleware import (
     BearerAuth,
     BodySizeLimit,
@@ -30,6 +31,9 @@ from loan_preprocessing.settings import ServiceSettings, worker_envs
 from loan_preprocessing.worker_heap import freeze_startup_heap
 
 SETTINGS = ServiceSettings.from_env()
+# Before BentoML builds the app: its own request timeout keeps finished
+# requests alive for the whole timeout (see the module).
+bentoml_timeout.install()
 BASELINE_TAG: Final = "no_model:baseline"
 # A typical probability: the response has the same size as a real one.
 CONSTANT_PROBABILITY: Final = 0.8312345678901234
