@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -28,6 +30,8 @@ class LoadResult:
     p90_ms: float
     p99_ms: float
     max_ms: float
+    # Client connections per server worker, sampled halfway through the run.
+    connections_per_worker: list[int] = field(default_factory=list)
 
     @property
     def requests_per_second(self) -> float:
@@ -42,9 +46,17 @@ def find_wrk() -> str:
 
 
 def run_wrk(
-    url: str, bodies: Path, *, connections: int, seconds: float, threads: int = 2
+    url: str,
+    bodies: Path,
+    *,
+    connections: int,
+    seconds: float,
+    threads: int = 2,
+    midway: Callable[[], list[int]] | None = None,
 ) -> LoadResult:
-    """POST the bodies to url/predict from `connections` clients for `seconds`."""
+    """POST the bodies to url/predict from `connections` clients for `seconds`;
+    `midway()` is called halfway through and its answer kept as the
+    connections per worker."""
     threads = min(threads, connections)
     command = [
         find_wrk(),
@@ -60,10 +72,21 @@ def run_wrk(
         "--",
         str(bodies),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
-    lines = [ln for ln in result.stdout.splitlines() if ln.startswith(RESULT_MARKER)]
-    if result.returncode != 0 or not lines:
-        raise RuntimeError(f"wrk failed ({result.returncode}): {result.stderr}{result.stdout}")
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        split: list[int] = []
+        if midway is not None:
+            time.sleep(seconds / 2)
+            split = midway()
+        try:
+            stdout, stderr = process.communicate(timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(RESULT_MARKER)]
+    if process.returncode != 0 or not lines:
+        raise RuntimeError(f"wrk failed ({process.returncode}): {stderr}{stdout}")
     figures = json.loads(lines[-1][len(RESULT_MARKER) :])
     latency = figures["latency_us"]
     return LoadResult(
@@ -75,4 +98,5 @@ def run_wrk(
         p90_ms=latency["p90"] / 1e3,
         p99_ms=latency["p99"] / 1e3,
         max_ms=latency["max"] / 1e3,
+        connections_per_worker=split,
     )

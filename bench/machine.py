@@ -52,15 +52,41 @@ def git_commit() -> dict[str, Any]:
     }
 
 
-def worker_memory(server_pid: int) -> dict[str, float]:
-    """Resident memory of a `bentoml serve` process tree's workers: the sum over the
-    workers divided by their number (RSS counts shared pages in each process, so
-    this is pessimistic), plus the unique memory per worker for comparison."""
-    workers = [
+def worker_processes(server_pid: int) -> list[psutil.Process]:
+    return [
         p
         for p in psutil.Process(server_pid).children(recursive=True)
         if WORKER_MODULE in " ".join(p.cmdline())
     ]
+
+
+def connections_per_worker(server_pid: int, port: int) -> list[int]:
+    """Established client connections on `port` held by each worker, largest first.
+
+    The workers share one listening socket and each accepts whatever is queued
+    when it wakes, so a burst of new connections (wrk opens all of them at once)
+    often lands on one worker: 32/0 instead of 16/16, and that round measures
+    one worker, not two. Recorded with every round so a table can be read."""
+    counts = []
+    for worker in worker_processes(server_pid):
+        try:
+            connections = worker.net_connections(kind="tcp")
+        except psutil.Error:
+            continue
+        counts.append(
+            sum(
+                c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
+                for c in connections
+            )
+        )
+    return sorted(counts, reverse=True)
+
+
+def worker_memory(server_pid: int) -> dict[str, float]:
+    """Resident memory of a `bentoml serve` process tree's workers: the sum over the
+    workers divided by their number (RSS counts shared pages in each process, so
+    this is pessimistic), plus the unique memory per worker for comparison."""
+    workers = worker_processes(server_pid)
     if not workers:
         return {"workers": 0, "rss_mb_per_worker": float("nan"), "uss_mb_per_worker": float("nan")}
     rss = sum(p.memory_info().rss for p in workers)

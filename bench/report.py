@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from bench.bodies import BATCH_ROWS
+
 FLASK_SINGLE_ROW_RPS: Final = 76.0  # the classic Flask + gunicorn recipe, 32 clients
 
 
@@ -73,6 +75,21 @@ def table(service: dict[str, float], ceiling: dict[str, float]) -> str:
                 + "-" * (widths[4] + 2)
                 + "|"
             )
+    return "\n".join(lines)
+
+
+def rounds_summary(servers: dict[str, dict[str, Any]]) -> str:
+    """Every round, not only the best: rate, p99 and how the clients' connections
+    fell on the workers (see bench.machine.connections_per_worker)."""
+    lines = ["rounds (the table shows the best of each):"]
+    for kind, unit, scale in (("single", "req/s", 1), ("batch", "rows/s", BATCH_ROWS)):
+        for name, figures in servers.items():
+            cells = [
+                f"{r['requests'] / r['seconds'] * scale:,.0f} "
+                f"(p99 {r['p99_ms']:.0f} ms, {'/'.join(map(str, r['connections_per_worker']))})"
+                for r in figures["rounds"][kind]
+            ]
+            lines.append(f"  {kind:6s} {name:8s} {unit:6s} " + ", ".join(cells))
     return "\n".join(lines)
 
 

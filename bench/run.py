@@ -13,6 +13,7 @@ bench/results/latest.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -29,9 +30,15 @@ import httpx
 
 from bench.bodies import BATCH_ROWS, application_rows, write_bodies
 from bench.load import LoadResult, find_wrk, run_wrk
-from bench.machine import git_commit, load_average, machine_info, worker_memory
+from bench.machine import (
+    connections_per_worker,
+    git_commit,
+    load_average,
+    machine_info,
+    worker_memory,
+)
 from bench.model import REAL_TEST_CSV, default_home, ensure_model, training_data
-from bench.report import inprocess_table, table, write_json
+from bench.report import inprocess_table, rounds_summary, table, write_json
 from loan_preprocessing.environment import PROJECT_ROOT
 from loan_preprocessing.settings import ServiceSettings, worker_envs
 from tests.support.server import bentoml_serve
@@ -79,13 +86,22 @@ def measure_servers(
             print(f"round {n + 1}/{rounds} ...", flush=True)
             for kind, clients in (("single", SINGLE_ROW_CLIENTS), ("batch", BATCH_CLIENTS)):
                 for name, server in servers.items():
-                    runs[name][kind].append(
-                        run_wrk(server.url, bodies[kind], connections=clients, seconds=seconds)
+                    result = run_wrk(
+                        server.url,
+                        bodies[kind],
+                        connections=clients,
+                        seconds=seconds,
+                        midway=functools.partial(
+                            connections_per_worker, server.process.pid, server.port
+                        ),
                     )
+                    runs[name][kind].append(result)
         for name, server in servers.items():
             single = max(runs[name]["single"], key=lambda r: r.requests_per_second)
             batch = max(runs[name]["batch"], key=lambda r: r.requests_per_second)
             results[name] = {
+                "single_connections_per_worker": single.connections_per_worker,
+                "batch_connections_per_worker": batch.connections_per_worker,
                 "single_rps": single.requests_per_second,
                 "single_p50_ms": single.p50_ms,
                 "single_p99_ms": single.p99_ms,
@@ -115,11 +131,11 @@ def measure_inprocess(env: dict[str, str], tag: str, rows_path: Path) -> dict[st
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=6.0, help="each measured wrk run")
+    parser.add_argument("--seconds", type=float, default=5.0, help="each measured wrk run")
     parser.add_argument(
         "--home", type=Path, help="BENTOML_HOME for the model (default: a cache in the temp dir)"
     )
-    parser.add_argument("--rounds", type=int, default=2, help="turns each server is loaded")
+    parser.add_argument("--rounds", type=int, default=3, help="turns each server is loaded")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH)
     return parser.parse_args(argv)
 
@@ -191,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"WARNING {name}: {figures['single_errors']} single-row and "
                 f"{figures['batch_errors']} 1000-row requests failed or timed out"
             )
+    print()
+    print(rounds_summary(servers))
     print()
     print(inprocess_table(inprocess))
     m = result["machine"]

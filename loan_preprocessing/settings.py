@@ -25,7 +25,8 @@ class ServiceSettings:
     threads: int = 1
     # A request still waiting after this many seconds gets 504.
     timeout_seconds: float = 10.0
-    # Requests in flight per worker above this get 429 at once.
+    # Requests in flight above this get 429 at once. BentoML divides it evenly
+    # over the workers (each of 2 workers refuses its 65th).
     max_concurrency: int = 128
     max_batch_size: int = 1_000
     max_latency_ms: int = 500
