@@ -97,18 +97,23 @@ class VectorizedBooster:
         return raw
 
     def _raw_chunk(self, X: np.ndarray) -> np.ndarray:
-        n_rows = X.shape[0]
         has_nan = bool(np.isnan(X).any())
-        key = np.broadcast_to(self.roots, (n_rows, self.n_trees))
-        row_start = (np.arange(n_rows, dtype=np.intp) * self.n_features)[:, None]
+        # The first step starts at the roots for every row: read per tree, not
+        # per (row, tree), which saves most of a step's gathers.
+        value = X.take(self.feature[self.roots], axis=1)
+        went_left = value <= self.threshold[self.roots]
+        if has_nan:  # NaN compares false; it goes where the tree says instead
+            went_left = np.where(np.isnan(value), self.missing_left[self.roots], went_left)
+        key = np.where(went_left, self.child[self.roots + 1], self.child[self.roots])
+        row_start = (np.arange(X.shape[0], dtype=np.intp) * self.n_features)[:, None]
         flat_X = X.ravel()
-        for _ in range(self.depth):
+        for _ in range(self.depth - 1):
             value = flat_X.take(row_start + self.feature.take(key))
             went_left = value <= self.threshold.take(key)
-            if has_nan:  # NaN compares false; it goes where the tree says instead
+            if has_nan:
                 went_left = np.where(np.isnan(value), self.missing_left.take(key), went_left)
             key = self.child.take(key + went_left)
-        scores = np.empty((n_rows, self.n_trees + 1), dtype=np.float64)
+        scores = np.empty((X.shape[0], self.n_trees + 1), dtype=np.float64)
         scores[:, 0] = self.baseline
         scores[:, 1:] = self.leaf_value.take(key)
         # Added one tree after the other, in order, as scikit-learn does (a
