@@ -129,18 +129,20 @@ class LoanApproval:
         return Response(decisions_to_csv(decisions), media_type="text/csv")
 
     def _record(self, applications: list[LoanApplication], decisions: list[Decision]) -> None:
-        scored = [
-            (a, d)
-            for a, d in zip(applications, decisions, strict=True)
-            if not isinstance(d, Unscored)
-        ]
-        if len(scored) < len(decisions):
-            self.metrics.unscored_rows.inc(len(decisions) - len(scored))
+        if any(isinstance(d, Unscored) for d in decisions):
+            kept = [
+                (a, d)
+                for a, d in zip(applications, decisions, strict=True)
+                if not isinstance(d, Unscored)
+            ]
+            self.metrics.unscored_rows.inc(len(decisions) - len(kept))
+            applications = [a for a, _ in kept]
+            decisions = [d for _, d in kept]
         self.metrics.record_decisions(
-            [d.Loan_Status for _, d in scored], [d.probability for _, d in scored]
+            [d.Loan_Status for d in decisions], [d.probability for d in decisions]
         )
-        if self.log is not None and scored:
-            self.log.write(self.scorer.tag, *zip(*scored, strict=True))
+        if self.log is not None and decisions:
+            self.log.write(self.scorer.tag, applications, decisions)
 
 
 def _count_validation_failures(detail: list[dict]) -> None:

@@ -83,7 +83,8 @@ def observe_many(histogram: Any, values: Iterable[float]) -> None:
         return
     # side="left": index of the first bound >= value. NaN sorts past the last
     # bound (+Inf): observe counts it in no bucket, and neither does this.
-    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds) + 1)
+    indices = np.searchsorted(np.asarray(bounds, dtype=np.float64), values, side="left")
+    counts = np.bincount(indices, minlength=len(bounds) + 1)
     total.inc(float(values.sum()))
     for bucket, count in zip(buckets, counts[: len(bounds)].tolist(), strict=True):
         if count:
