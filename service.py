@@ -43,6 +43,10 @@ SETTINGS = ServiceSettings.from_env()
 # requests alive for the whole timeout (see the module).
 bentoml_timeout.install()
 MEDIA_TYPES = {"/predict": "application/json", "/predict_csv": "multipart/form-data"}
+# The media type is declared so that BentoML does not rebuild the response's JSON
+# Schema for every answer to find it out (15% of a worker's time on single-row
+# requests, measured with py-spy).
+Decisions = Annotated[list[SerializeAsAny[Decision]], ContentType("application/json")]
 API_PATHS = frozenset(MEDIA_TYPES)
 
 
@@ -93,7 +97,7 @@ class LoanApproval:
         max_latency_ms=SETTINGS.max_latency_ms,
         input_spec=predict_request_model(SETTINGS.max_applications),
     )
-    def predict(self, applications: list[LoanApplication]) -> list[SerializeAsAny[Decision]]:
+    def predict(self, applications: list[LoanApplication]) -> Decisions:
         """Approve (Y) or reject (N) each application, in order, with P(Y)."""
         decisions = self.scorer.decide(applications)
         self._record(applications, decisions)

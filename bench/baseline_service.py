@@ -10,9 +10,10 @@ BentoML itself (validation, batching, serialization, HTTP).
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Annotated, Final
 
 import bentoml
+from bentoml.validators import ContentType
 
 from loan_preprocessing import bentoml_timeout
 from loan_preprocessing.middleware import (
@@ -47,7 +48,7 @@ CONSTANT_PROBABILITY: Final = 0.8312345678901234
     logging={"access": {"enabled": SETTINGS.access_log}},
     envs=worker_envs(SETTINGS),
 )
-class NoModelBaseline:
+class NoModelBaseline:  # the service's API declaration, media type included
     def __init__(self) -> None:
         freeze_startup_heap()  # as the service does
 
@@ -57,7 +58,9 @@ class NoModelBaseline:
         max_latency_ms=SETTINGS.max_latency_ms,
         input_spec=predict_request_model(SETTINGS.max_applications),
     )
-    def predict(self, applications: list[LoanApplication]) -> list[Decision]:
+    def predict(
+        self, applications: list[LoanApplication]
+    ) -> Annotated[list[Decision], ContentType("application/json")]:
         """The same answer for everyone: the cost of the framework alone."""
         return [
             Decision(Loan_ID=a.Loan_ID, Loan_Status=APPROVED, probability=CONSTANT_PROBABILITY)
