@@ -113,13 +113,17 @@ class VectorizedBooster:
             if has_nan:
                 went_left = np.where(np.isnan(value), self.missing_left.take(key), went_left)
             key = self.child.take(key + went_left)
-        scores = np.empty((X.shape[0], self.n_trees + 1), dtype=np.float64)
-        scores[:, 0] = self.baseline
-        scores[:, 1:] = self.leaf_value.take(key)
-        # Added one tree after the other, in order, as scikit-learn does (a
-        # pairwise sum would round differently); accumulate is sequential by
-        # definition.
-        return np.add.accumulate(scores, axis=1)[:, -1]
+        # One row per tree (the baseline first), one column per row of X. Summed
+        # down the columns, tree after tree in order, as scikit-learn adds them:
+        # numpy sums pairwise (which rounds differently) only along the contiguous
+        # axis (numpy.sum, Notes), and down the columns is not that axis unless
+        # there is a single column; that one is accumulated, in order by definition.
+        scores = np.empty((self.n_trees + 1, X.shape[0]), dtype=np.float64)
+        scores[0] = self.baseline
+        scores[1:] = self.leaf_value.take(key.T)
+        if X.shape[0] == 1:
+            return np.add.accumulate(scores, axis=0)[-1]
+        return np.add.reduce(scores, axis=0)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return self.loss.predict_proba(self.raw_predict(X))
