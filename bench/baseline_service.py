@@ -26,6 +26,7 @@ from loan_preprocessing.schema import (
     APPROVED,
     Decision,
     LoanApplication,
+    decisions,
     predict_request_model,
 )
 from loan_preprocessing.settings import ServiceSettings, worker_envs
@@ -62,10 +63,13 @@ class NoModelBaseline:  # the service's API declaration, media type included
         self, applications: list[LoanApplication]
     ) -> Annotated[list[Decision], ContentType("application/json")]:
         """The same answer for everyone: the cost of the framework alone."""
-        return [
-            Decision(Loan_ID=a.Loan_ID, Loan_Status=APPROVED, probability=CONSTANT_PROBABILITY)
-            for a in applications
-        ]
+        # Built the way the service builds its decisions.
+        return decisions(
+            [
+                {"Loan_ID": a.Loan_ID, "Loan_Status": APPROVED, "probability": CONSTANT_PROBABILITY}
+                for a in applications
+            ]
+        )
 
 
 def _ignore_validation_failures(detail: list[dict]) -> None:

@@ -17,7 +17,7 @@ from sklearn.pipeline import Pipeline
 
 from loan_preprocessing.features import applications_predictor
 from loan_preprocessing.model_store import load_pipeline
-from loan_preprocessing.schema import APPROVED, REJECTED, Decision, LoanApplication
+from loan_preprocessing.schema import APPROVED, REJECTED, Decision, LoanApplication, decisions
 from loan_preprocessing.search import DECISION_THRESHOLD
 
 logger = logging.getLogger(__name__)
@@ -80,18 +80,27 @@ class Scorer:
             )
             probabilities = [self._probability_or_none(a) for a in applications]
         threshold = self.threshold
-        return [
-            Unscored(Loan_ID=a.Loan_ID, Loan_Status=REJECTED, probability=0.0)
-            if p is None
-            # Validated construction is cheaper than model_construct here (pydantic-core
-            # does it in one call), and checks the values on the way.
-            else Decision(
-                Loan_ID=a.Loan_ID,
-                Loan_Status=APPROVED if p >= threshold else REJECTED,
-                probability=p,
-            )
-            for a, p in zip(applications, probabilities, strict=True)
-        ]
+        if None in probabilities:
+            return [
+                Unscored(Loan_ID=a.Loan_ID, Loan_Status=REJECTED, probability=0.0)
+                if p is None
+                else self._decision(a.Loan_ID, p)
+                for a, p in zip(applications, probabilities, strict=True)
+            ]
+        return decisions(
+            [
+                {
+                    "Loan_ID": a.Loan_ID,
+                    "Loan_Status": APPROVED if p >= threshold else REJECTED,
+                    "probability": p,
+                }
+                for a, p in zip(applications, probabilities, strict=True)
+            ]
+        )
+
+    def _decision(self, loan_id: str | None, probability: float) -> Decision:
+        status = APPROVED if probability >= self.threshold else REJECTED
+        return Decision(Loan_ID=loan_id, Loan_Status=status, probability=probability)
 
     def _probability_or_none(self, application: LoanApplication) -> float | None:
         try:
