@@ -59,7 +59,7 @@ class NoModelBaseline:  # the service's API declaration, media type included
         max_latency_ms=SETTINGS.max_latency_ms,
         input_spec=predict_request_model(SETTINGS.max_applications),
     )
-    def predict(
+    async def predict(
         self, applications: list[LoanApplication]
     ) -> Annotated[list[Decision], ContentType("application/json")]:
         """The same answer for everyone: the cost of the framework alone."""

@@ -3,6 +3,7 @@ starlette's TestClient (real HTTP semantics, no server process)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import numpy as np
@@ -44,7 +45,7 @@ def expected_probabilities(tag: str, rows: list[dict]) -> np.ndarray:
 
 def test_the_class_called_directly(service_module):
     instance = service_module.LoanApproval()
-    [decision] = instance.predict([EXAMPLE_APPLICATION])
+    [decision] = asyncio.run(instance.predict([EXAMPLE_APPLICATION]))
     assert decision.Loan_ID == "LP001015"
     assert decision.Loan_Status == (
         "Y" if decision.probability >= instance.scorer.threshold else "N"
