@@ -43,11 +43,11 @@ SETTINGS = ServiceSettings.from_env()
 # requests alive for the whole timeout (see the module).
 bentoml_timeout.install()
 MEDIA_TYPES = {"/predict": "application/json", "/predict_csv": "multipart/form-data"}
+API_PATHS = frozenset(MEDIA_TYPES)
 # The media type is declared so that BentoML does not rebuild the response's JSON
 # Schema for every answer to find it out (15% of a worker's time on single-row
 # requests, measured with py-spy).
 Decisions = Annotated[list[SerializeAsAny[Decision]], ContentType("application/json")]
-API_PATHS = frozenset(MEDIA_TYPES)
 
 
 @functools.cache

@@ -80,14 +80,7 @@ class Scorer:
             )
             probabilities = [self._probability_or_none(a) for a in applications]
         threshold = self.threshold
-        if None in probabilities:
-            return [
-                Unscored(Loan_ID=a.Loan_ID, Loan_Status=REJECTED, probability=0.0)
-                if p is None
-                else self._decision(a.Loan_ID, p)
-                for a, p in zip(applications, probabilities, strict=True)
-            ]
-        return decisions(
+        decided = decisions(
             [
                 {
                     "Loan_ID": a.Loan_ID,
@@ -95,12 +88,18 @@ class Scorer:
                     "probability": p,
                 }
                 for a, p in zip(applications, probabilities, strict=True)
+                if p is not None
             ]
         )
-
-    def _decision(self, loan_id: str | None, probability: float) -> Decision:
-        status = APPROVED if probability >= self.threshold else REJECTED
-        return Decision(Loan_ID=loan_id, Loan_Status=status, probability=probability)
+        if len(decided) == len(applications):
+            return decided
+        in_order = iter(decided)
+        return [
+            Unscored(Loan_ID=a.Loan_ID, Loan_Status=REJECTED, probability=0.0)
+            if p is None
+            else next(in_order)
+            for a, p in zip(applications, probabilities, strict=True)
+        ]
 
     def _probability_or_none(self, application: LoanApplication) -> float | None:
         try:

@@ -192,11 +192,6 @@ def applications_predictor(pipeline: Pipeline) -> Callable[[Sequence[object]], n
     )
 
 
-def predict_applications_proba(pipeline: Pipeline, applications: Sequence[object]) -> np.ndarray:
-    """One-off `applications_predictor(pipeline)(applications)`."""
-    return applications_predictor(pipeline)(applications)
-
-
 def _as_row(application: object) -> Mapping[str, Any]:
     return application if isinstance(application, Mapping) else application.model_dump()
 

@@ -23,8 +23,8 @@ from loan_preprocessing.features import (
     UNKNOWN_CREDIT_HISTORY,
     FastPredictor,
     add_loan_features,
+    applications_predictor,
     build_pipeline,
-    predict_applications_proba,
     to_feature_frame,
 )
 from loan_preprocessing.schema import FEATURE_COLUMNS, ID_COLUMN, LoanApplication
@@ -85,7 +85,7 @@ def test_fast_path_equals_the_pipeline_on_small_batches(
 ):
     chosen = synthetic_applications[:size]
     np.testing.assert_array_equal(
-        predict_applications_proba(synthetic_pipeline, chosen),
+        applications_predictor(synthetic_pipeline)(chosen),
         _reference(synthetic_pipeline, chosen),
     )
 
@@ -136,5 +136,5 @@ def test_other_pipelines_fall_back_to_the_pipeline(synthetic_applications):
         FastPredictor(pipeline)
     chosen = synthetic_applications[:50]
     np.testing.assert_array_equal(
-        predict_applications_proba(pipeline, chosen), _reference(pipeline, chosen)
+        applications_predictor(pipeline)(chosen), _reference(pipeline, chosen)
     )
