@@ -7,7 +7,6 @@ import contextvars
 import gc
 import weakref
 
-import pytest
 from bentoml._internal.server.http import traffic
 
 from loan_preprocessing.bentoml_timeout import RequestTimeout
@@ -92,10 +91,3 @@ def test_the_service_app_is_built_with_it(asgi_app):
     classes = [m.cls for m in asgi_app.user_middleware]
     assert RequestTimeout in classes
     assert not [c for c in classes if c.__name__ == "TimeoutMiddleware"]
-
-
-@pytest.fixture(autouse=True)
-def _restore_bentoml():
-    original = traffic.TimeoutMiddleware
-    yield
-    traffic.TimeoutMiddleware = original
