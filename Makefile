@@ -57,15 +57,15 @@ build: venv
 
 ## versions: list the stored model versions, newest first, with their metrics
 versions: venv
-	$(BIN)/python -m loan_preprocessing.versions list
+	$(BIN)/python -m loan_preprocessing.operations.versions list
 
 ## drift: PSI drift report of the prediction log LOG against its model's training data
 drift: venv
-	$(BIN)/python -m loan_preprocessing.drift --log $(LOG)
+	$(BIN)/python -m loan_preprocessing.operations.drift --log $(LOG)
 
 ## score: score the CSV file CSV offline with the latest model into OUT
 score: venv
-	$(BIN)/python -m loan_preprocessing.score_csv $(CSV) --output $(OUT)
+	$(BIN)/python -m loan_preprocessing.batch.score_csv $(CSV) --output $(OUT)
 
 ## bench: serving speed vs the no-model ceiling (wrk, ~2 min): table + bench/results/latest.json
 bench: venv
@@ -74,7 +74,7 @@ bench: venv
 
 ## spark-score: score INPUT (CSV or Parquet) with Spark into OUTPUT/scored and OUTPUT/rejected
 spark-score: venv
-	$(BIN)/python -m loan_preprocessing.spark_scoring --input $(INPUT) --output $(OUTPUT) --master '$(SPARK_MASTER)' --overwrite
+	$(BIN)/python -m loan_preprocessing.batch.spark_job --input $(INPUT) --output $(OUTPUT) --master '$(SPARK_MASTER)' --overwrite
 
 ## bench-spark: Spark vs in-process pandas on 1M synthetic rows -> bench/results/spark.json
 bench-spark: venv

@@ -18,11 +18,16 @@ from bentoml.validators import ContentType
 from pydantic import SerializeAsAny
 from starlette.responses import JSONResponse, Response
 
-from loan_preprocessing import bentoml_timeout
+from loan_preprocessing.batch.csv_output import decisions_to_csv
 from loan_preprocessing.csv_rows import CsvValidationError, parse_csv_applications
 from loan_preprocessing.decide import Scorer, Unscored
-from loan_preprocessing.metrics import domain_metrics, failed_fields
-from loan_preprocessing.middleware import (
+from loan_preprocessing.model_store import get_model, tag_to_serve
+from loan_preprocessing.schema import Decision, LoanApplication, predict_request_model
+from loan_preprocessing.serving import timeout as request_timeout
+from loan_preprocessing.serving.heap import freeze_startup_heap
+from loan_preprocessing.serving.log_filter import quiet_validation_tracebacks
+from loan_preprocessing.serving.metrics import domain_metrics, failed_fields
+from loan_preprocessing.serving.middleware import (
     BearerAuth,
     BodySizeLimit,
     ContentTypeGuard,
@@ -30,18 +35,13 @@ from loan_preprocessing.middleware import (
     OpenApiCorrections,
     ValidationFailureCounter,
 )
-from loan_preprocessing.model_store import get_model, tag_to_serve
-from loan_preprocessing.prediction_log import PredictionLog
-from loan_preprocessing.schema import Decision, LoanApplication, predict_request_model
-from loan_preprocessing.scoring_output import decisions_to_csv
-from loan_preprocessing.service_logging import quiet_validation_tracebacks
-from loan_preprocessing.settings import ServiceSettings, worker_envs
-from loan_preprocessing.worker_heap import freeze_startup_heap
+from loan_preprocessing.serving.prediction_log import PredictionLog
+from loan_preprocessing.serving.settings import ServiceSettings, worker_envs
 
 SETTINGS = ServiceSettings.from_env()
 # Before BentoML builds the app: its own request timeout keeps finished
 # requests alive for the whole timeout (see the module).
-bentoml_timeout.install()
+request_timeout.install()
 MEDIA_TYPES = {"/predict": "application/json", "/predict_csv": "multipart/form-data"}
 API_PATHS = frozenset(MEDIA_TYPES)
 # The media type is declared so that BentoML does not rebuild the response's JSON

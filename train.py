@@ -37,10 +37,10 @@ from loan_preprocessing.data import (
     file_sha256,
     read_applications,
 )
-from loan_preprocessing.drift import PROFILE_FILE, build_reference_profile
 from loan_preprocessing.environment import PROJECT_ROOT, apply_project_defaults
 from loan_preprocessing.model_store import MODEL_NAME, save_pipeline
-from loan_preprocessing.report import (
+from loan_preprocessing.operations.drift import PROFILE_FILE, build_reference_profile
+from loan_preprocessing.operations.report import (
     STORE_REPORT_DIR,
     Holdout,
     TrainingReport,

@@ -15,13 +15,6 @@ from typing import Annotated, Final
 import bentoml
 from bentoml.validators import ContentType
 
-from loan_preprocessing import bentoml_timeout
-from loan_preprocessing.middleware import (
-    BearerAuth,
-    BodySizeLimit,
-    ModelTagHeader,
-    ValidationFailureCounter,
-)
 from loan_preprocessing.schema import (
     APPROVED,
     Decision,
@@ -29,13 +22,20 @@ from loan_preprocessing.schema import (
     decisions,
     predict_request_model,
 )
-from loan_preprocessing.settings import ServiceSettings, worker_envs
-from loan_preprocessing.worker_heap import freeze_startup_heap
+from loan_preprocessing.serving import timeout as request_timeout
+from loan_preprocessing.serving.heap import freeze_startup_heap
+from loan_preprocessing.serving.middleware import (
+    BearerAuth,
+    BodySizeLimit,
+    ModelTagHeader,
+    ValidationFailureCounter,
+)
+from loan_preprocessing.serving.settings import ServiceSettings, worker_envs
 
 SETTINGS = ServiceSettings.from_env()
 # Before BentoML builds the app: its own request timeout keeps finished
 # requests alive for the whole timeout (see the module).
-bentoml_timeout.install()
+request_timeout.install()
 BASELINE_TAG: Final = "no_model:baseline"
 # A typical probability: the response has the same size as a real one.
 CONSTANT_PROBABILITY: Final = 0.8312345678901234

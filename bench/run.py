@@ -40,7 +40,7 @@ from bench.machine import (
 from bench.model import REAL_TEST_CSV, default_home, ensure_model, training_data
 from bench.report import inprocess_table, rounds_summary, table, write_json
 from loan_preprocessing.environment import PROJECT_ROOT
-from loan_preprocessing.settings import ServiceSettings, worker_envs
+from loan_preprocessing.serving.settings import ServiceSettings, worker_envs
 from tests.support.server import bentoml_serve
 
 RESULTS_PATH: Final = PROJECT_ROOT / "bench" / "results" / "latest.json"

@@ -3,7 +3,7 @@
     python bench/spark_throughput.py [--rows 1000000] [--master 'local[*]']
 
 Generates synthetic applications (loan_preprocessing.synthetic) into a temporary
-Parquet file, scores them with the Spark job (loan_preprocessing.spark_scoring:
+Parquet file, scores them with the Spark job (loan_preprocessing.batch.spark_job:
 read, validate every row, score, write scored/ and rejected/), then on one core
 in this process: the bare pipeline (to_feature_frame + predict_proba in chunks),
 and the Spark job's own batch function (validation + scoring, no Spark) on a
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from threadpoolctl import threadpool_limits
 
-from loan_preprocessing import spark_scoring
+from loan_preprocessing.batch import spark_job
 from loan_preprocessing.environment import apply_project_defaults
 from loan_preprocessing.features import to_feature_frame
 from loan_preprocessing.schema import (
@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--master", default=spark_scoring.DEFAULT_MASTER)
-    parser.add_argument("--model-tag", default=spark_scoring.DEFAULT_MODEL_TAG)
+    parser.add_argument("--master", default=spark_job.DEFAULT_MASTER)
+    parser.add_argument("--model-tag", default=spark_job.DEFAULT_MODEL_TAG)
     parser.add_argument(
         "--validated-rows",
         type=int,
@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     apply_project_defaults()
-    package = spark_scoring.package_model(args.model_tag)
-    spark = spark_scoring.build_session(args.master)
+    package = spark_job.package_model(args.model_tag)
+    spark = spark_job.build_session(args.master)
     spark.sparkContext.setLogLevel("ERROR")
     cores = spark.sparkContext.defaultParallelism
     results: dict[str, Any] = {
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         temp_dir = Path(temp)
         source = write_parquet(spark, args.rows, args.seed, temp_dir)
         started = time.perf_counter()
-        summary = spark_scoring.score_file(
+        summary = spark_job.score_file(
             spark, source, temp_dir / "out", model_tag=package.tag, overwrite=True
         )
         spark_seconds = time.perf_counter() - started
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         }
 
     frame = generate_applications(args.rows, args.seed).drop(columns=TARGET_COLUMN)
-    model = spark_scoring.loaded_model(package)
+    model = spark_job.loaded_model(package)
     # One core, as one Spark task gets (PySpark sets OMP_NUM_THREADS=spark.task.cpus).
     with threadpool_limits(1):
         started = time.perf_counter()
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         sample = frame.iloc[: args.validated_rows]
         started = time.perf_counter()
         for start in range(0, len(sample), CHUNK_ROWS):
-            spark_scoring.score_frame(sample.iloc[start : start + CHUNK_ROWS], model)
+            spark_job.score_frame(sample.iloc[start : start + CHUNK_ROWS], model)
         results["pandas_validate_and_predict_1_core"] = rate(
             len(sample), time.perf_counter() - started
         )

@@ -1,6 +1,6 @@
 """Loan applications from CSV text in the data set's format, validated row by row.
 
-Used by offline scoring (`python -m loan_preprocessing.score_csv`) and by the
+Used by offline scoring (`python -m loan_preprocessing.batch.score_csv`) and by the
 service's POST /predict_csv, so both refuse a bad file with the same messages:
 every problem names its line (1-based, the header is line 1) and its column.
 """

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from loan_preprocessing.features import to_feature_frame
-from loan_preprocessing.middleware import MODEL_TAG_HEADER
+from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER
 from tests.conftest import TEST_REPORTS
 from tests.support.server import bentoml_serve
 

@@ -18,8 +18,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from loan_preprocessing.middleware import OPEN_PATHS
-from loan_preprocessing.settings import ENV_PREFIX, ServiceSettings
+from loan_preprocessing.serving.middleware import OPEN_PATHS
+from loan_preprocessing.serving.settings import ENV_PREFIX, ServiceSettings
 from tests.support.server import ROOT
 
 MANIFEST_DIR: Final = ROOT / "deploy" / "kubernetes"

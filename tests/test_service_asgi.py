@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from loan_preprocessing.features import to_feature_frame
-from loan_preprocessing.middleware import MODEL_TAG_HEADER
 from loan_preprocessing.model_store import get_model, load_pipeline
 from loan_preprocessing.schema import EXAMPLE_APPLICATION
+from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER
 
 EXAMPLE = EXAMPLE_APPLICATION.model_dump()
 

@@ -1,6 +1,6 @@
 """Input drift: logged applications against the model's training data, per feature.
 
-    python -m loan_preprocessing.drift --log predictions.jsonl [--log more.jsonl]
+    python -m loan_preprocessing.operations.drift --log predictions.jsonl [--log more.jsonl]
         [--model-tag TAG | --reference training.csv] [--fail-on-significant] [--json]
 
 train.py stores a reference profile of the training rows with every model
@@ -200,7 +200,7 @@ def format_table(rows: Sequence[FeatureDrift]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m loan_preprocessing.drift",
+        prog="python -m loan_preprocessing.operations.drift",
         description="Compare logged applications with the training data (PSI per feature).",
     )
     parser.add_argument(

@@ -11,10 +11,10 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import train_test_split
 
 from loan_preprocessing.data import features_and_target, read_applications
-from loan_preprocessing.drift import PROFILE_FILE
 from loan_preprocessing.features import build_pipeline
 from loan_preprocessing.model_store import get_model
-from loan_preprocessing.report import (
+from loan_preprocessing.operations.drift import PROFILE_FILE
+from loan_preprocessing.operations.report import (
     METRICS_FILE,
     REPORT_FILES,
     STORE_REPORT_DIR,

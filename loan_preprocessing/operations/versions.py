@@ -1,8 +1,8 @@
 """The stored model versions: list them, show one, compare two.
 
-    python -m loan_preprocessing.versions list
-    python -m loan_preprocessing.versions show loan_approval:<version>
-    python -m loan_preprocessing.versions compare loan_approval:<a> loan_approval:<b>
+    python -m loan_preprocessing.operations.versions list
+    python -m loan_preprocessing.operations.versions show loan_approval:<version>
+    python -m loan_preprocessing.operations.versions compare loan_approval:<a> loan_approval:<b>
 
 Reads the metadata train.py records (metrics, hyperparameters, training data,
 package versions) from the local BentoML store; nothing is loaded or changed.
@@ -20,9 +20,9 @@ from typing import Any, Final
 
 import bentoml
 
-from loan_preprocessing.drift import PROFILE_FILE
 from loan_preprocessing.model_store import MODEL_NAME, ModelLoadError, get_model
-from loan_preprocessing.report import STORE_REPORT_DIR
+from loan_preprocessing.operations.drift import PROFILE_FILE
+from loan_preprocessing.operations.report import STORE_REPORT_DIR
 
 # The columns of `list`: (heading, metadata path, format).
 LIST_COLUMNS: Final = (
@@ -166,7 +166,7 @@ def _table(headings: Sequence[str], rows: Sequence[Sequence[str]], right_from: i
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m loan_preprocessing.versions",
+        prog="python -m loan_preprocessing.operations.versions",
         description=f"List, show and compare the stored {MODEL_NAME} versions.",
     )
     commands = parser.add_subparsers(dest="command", required=True)

@@ -67,7 +67,7 @@ def observe_many(histogram: Any, values: Iterable[float]) -> None:
     under a lock, about 1.6 ms per 1000 rows, as much as the rest of recording.
     prometheus_client has no public batch observe, so this fills the histogram's
     own per-bucket values the way observe does (a value goes to the first bucket
-    whose upper bound it does not exceed); tests/test_metrics.py checks the
+    whose upper bound it does not exceed); tests/serving/test_metrics.py checks the
     exposition equals one observe per value. Any other histogram (another
     prometheus_client version) gets the plain loop.
     """

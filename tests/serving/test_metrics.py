@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loan_preprocessing.metrics import PROBABILITY_BUCKETS, observe_many
+from loan_preprocessing.serving.metrics import PROBABILITY_BUCKETS, observe_many
 
 probabilities = st.lists(
     st.one_of(

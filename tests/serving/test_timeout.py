@@ -9,7 +9,7 @@ import weakref
 
 from bentoml._internal.server.http import traffic
 
-from loan_preprocessing.bentoml_timeout import RequestTimeout
+from loan_preprocessing.serving.timeout import RequestTimeout
 
 REQUEST_STATE: contextvars.ContextVar[object] = contextvars.ContextVar("request_state")
 

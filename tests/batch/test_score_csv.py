@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loan_preprocessing import score_csv
+from loan_preprocessing.batch import score_csv
 from loan_preprocessing.decide import Scorer
 from loan_preprocessing.features import to_feature_frame
 from loan_preprocessing.schema import ID_COLUMN, TARGET_COLUMN

@@ -1,6 +1,6 @@
 """Score a CSV of applications offline, in process, with a stored model.
 
-    python -m loan_preprocessing.score_csv INPUT.csv [--output OUT.csv]
+    python -m loan_preprocessing.batch.score_csv INPUT.csv [--output OUT.csv]
         [--model-tag TAG] [--chunk-size N] [--quiet]
 
 Reads INPUT in the data set's format chunk by chunk (a large file is never held in
@@ -24,11 +24,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Final, TextIO
 
+from loan_preprocessing.batch.csv_output import CSV_COLUMNS, csv_row
 from loan_preprocessing.csv_rows import CsvValidationError, iter_csv_applications
 from loan_preprocessing.decide import Scorer, Unscored
 from loan_preprocessing.model_store import MODEL_NAME, ModelLoadError, get_model
 from loan_preprocessing.schema import LoanApplication
-from loan_preprocessing.scoring_output import CSV_COLUMNS, csv_row
 
 OUTPUT_COLUMNS: Final = CSV_COLUMNS
 DEFAULT_CHUNK_SIZE: Final = 10_000
@@ -111,7 +111,7 @@ def atomic_output(path: Path | None) -> Iterator[TextIO]:
 
 def parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m loan_preprocessing.score_csv",
+        prog="python -m loan_preprocessing.batch.score_csv",
         description="Score a CSV of loan applications with a stored model.",
     )
     parser.add_argument("input", type=Path, help="CSV in the Loan Prediction format")

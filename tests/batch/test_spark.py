@@ -1,4 +1,4 @@
-"""The Spark batch job (loan_preprocessing.spark_scoring) on a local Spark:
+"""The Spark batch job (loan_preprocessing.batch.spark_job) on a local Spark:
 it answers like the HTTP service, row for row, and never scores a row the
 service would refuse."""
 
@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from loan_preprocessing.features import to_feature_frame
-from loan_preprocessing.middleware import MODEL_TAG_HEADER
 from loan_preprocessing.model_store import PIPELINE_FILE, ModelLoadError
 from loan_preprocessing.schema import APPROVED, ID_COLUMN, REJECTED, TARGET_COLUMN
+from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER
 from tests.conftest import REAL_TEST_CSV
 from tests.support.server import ROOT, bentoml_serve
 
@@ -33,8 +33,8 @@ if shutil.which("java") is None:
     )
 pyspark = pytest.importorskip("pyspark", reason="PySpark ABSENT: install requirements/spark.txt")
 
-from loan_preprocessing import spark_scoring  # noqa: E402
-from loan_preprocessing.spark_scoring import (  # noqa: E402
+from loan_preprocessing.batch import spark_job  # noqa: E402
+from loan_preprocessing.batch.spark_job import (  # noqa: E402
     ERROR_COLUMN,
     MODEL_TAG_COLUMN,
     PROBABILITY_COLUMN,
@@ -98,7 +98,7 @@ def csv_rows_of_real_test_file() -> list[dict]:
 
 def test_spark_answers_like_the_http_service(spark, real_model, real_test_rows, tmp_path):
     stored, _ = real_model
-    summary = spark_scoring.score_file(
+    summary = spark_job.score_file(
         spark, REAL_TEST_CSV, tmp_path / "out", model_tag=str(stored.tag)
     )
     assert (summary.scored, summary.rejected) == (len(real_test_rows), 0)
@@ -130,7 +130,7 @@ def test_invalid_rows_are_rejected_with_the_reason_not_scored(spark, real_model,
         for loan_id, (column, value) in BAD_ROWS.items()
     ]
     source = write_csv(tmp_path / "mixed.csv", good + bad)
-    summary = spark_scoring.score_file(
+    summary = spark_job.score_file(
         spark, source, tmp_path / "out", output_format="csv", model_tag=str(stored.tag)
     )
     assert (summary.scored, summary.rejected) == (len(good), len(bad))
@@ -165,7 +165,7 @@ def test_parquet_input_keeps_its_types_and_may_lack_optional_columns(spark, real
         "CoapplicantIncome double, Property_Area string",
     )
     frame.write.parquet(str(tmp_path / "in.parquet"))
-    spark_scoring.score_file(
+    spark_job.score_file(
         spark, tmp_path / "in.parquet", tmp_path / "out", model_tag=str(stored.tag)
     )
     scored = {r[ID_COLUMN]: r for r in read_output(spark, tmp_path / "out" / SCORED_DIR)}
@@ -193,7 +193,7 @@ def test_unknown_column_stops_the_job_before_scoring(spark, real_model, tmp_path
     stored, _ = real_model
     rows = [{**r, "Salary": "1"} for r in csv_rows_of_real_test_file()[:2]]
     with pytest.raises(ValueError, match="column Salary: unknown column"):
-        spark_scoring.score_file(
+        spark_job.score_file(
             spark, write_csv(tmp_path / "x.csv", rows), tmp_path / "out", model_tag=str(stored.tag)
         )
     assert not (tmp_path / "out").exists()
@@ -201,9 +201,9 @@ def test_unknown_column_stops_the_job_before_scoring(spark, real_model, tmp_path
 
 def test_model_is_loaded_once_per_process_and_verified(real_model):
     stored, _ = real_model
-    package = spark_scoring.package_model(str(stored.tag))
-    first = spark_scoring.loaded_model(package)
-    assert spark_scoring.loaded_model(package) is first
+    package = spark_job.package_model(str(stored.tag))
+    first = spark_job.loaded_model(package)
+    assert spark_job.loaded_model(package) is first
     assert first.tag == str(stored.tag)
 
     # A package whose pipeline file was changed fails the store's sha256 check on load.
@@ -220,9 +220,9 @@ def test_model_is_loaded_once_per_process_and_verified(real_model):
                 data = io.BytesIO(payload)
             target.addfile(member, data)
     archive = tampered.getvalue()
-    bad = spark_scoring.ModelPackage(package.tag, archive, hashlib.sha256(archive).hexdigest())
+    bad = spark_job.ModelPackage(package.tag, archive, hashlib.sha256(archive).hexdigest())
     with pytest.raises(ModelLoadError, match="sha256"):
-        spark_scoring.loaded_model(bad)
+        spark_job.loaded_model(bad)
 
 
 def test_command_line_exits_non_zero_on_rejected_rows_when_asked(real_model, tmp_path):
@@ -233,7 +233,7 @@ def test_command_line_exits_non_zero_on_rejected_rows_when_asked(real_model, tmp
         [
             sys.executable,
             "-m",
-            "loan_preprocessing.spark_scoring",
+            "loan_preprocessing.batch.spark_job",
             "--input",
             str(source),
             "--output",

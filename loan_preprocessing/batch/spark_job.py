@@ -1,6 +1,6 @@
 """Batch scoring on Spark with the service's own model, validation and decision rule.
 
-    python -m loan_preprocessing.spark_scoring --input applications.csv --output out/ \\
+    python -m loan_preprocessing.batch.spark_job --input applications.csv --output out/ \\
         [--format parquet|csv] [--master 'local[*]'] [--model-tag loan_approval:latest]
 
 The input is a CSV file in the data set's format (`.csv`) or a Parquet file or
@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import pandas as pd
 
+import loan_preprocessing
 from loan_preprocessing.csv_rows import (
     MISSING_CELLS,
     CsvValidationError,
@@ -326,7 +327,8 @@ def ship_package(spark: SparkSession) -> None:
     application = spark.sparkContext.applicationId
     if application in _SHIPPED:
         return
-    package_dir = Path(__file__).resolve().parent
+    # The whole package, subpackages included: the job imports from its top level.
+    package_dir = Path(loan_preprocessing.__file__).resolve().parent
     staging = Path(tempfile.mkdtemp(prefix="loan-code-"))
     target = staging / package_dir.name
     shutil.copytree(package_dir, target, ignore=shutil.ignore_patterns("__pycache__"))
@@ -394,7 +396,7 @@ def main(argv: list[str] | None = None, session: Callable[[str], Any] = build_se
 
 if __name__ == "__main__":
     # Run the imported module, not __main__: what is broadcast and shipped to the
-    # executors must pickle as loan_preprocessing.spark_scoring.*, which they can import.
-    from loan_preprocessing import spark_scoring
+    # executors must pickle as loan_preprocessing.batch.spark_job.*, which they can import.
+    from loan_preprocessing.batch import spark_job
 
-    sys.exit(spark_scoring.main())
+    sys.exit(spark_job.main())

@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loan_preprocessing import drift
 from loan_preprocessing.data import read_applications
-from loan_preprocessing.drift import (
+from loan_preprocessing.features import to_feature_frame
+from loan_preprocessing.model_store import get_model
+from loan_preprocessing.operations import drift
+from loan_preprocessing.operations.drift import (
     BINNED_COLUMNS,
     CATEGORY_COLUMNS,
     EXIT_SIGNIFICANT,
@@ -28,8 +30,6 @@ from loan_preprocessing.drift import (
     compare_with_profile,
     population_stability_index,
 )
-from loan_preprocessing.features import to_feature_frame
-from loan_preprocessing.model_store import get_model
 from loan_preprocessing.schema import FEATURE_COLUMNS, LoanApplication
 from tests.conftest import REAL_TRAINING_CSV, SAMPLE_CSV
 

@@ -6,9 +6,9 @@ import httpx
 import pytest
 
 from loan_preprocessing import versions
-from loan_preprocessing.middleware import MODEL_TAG_HEADER
 from loan_preprocessing.model_store import get_model
 from loan_preprocessing.schema import EXAMPLE_APPLICATION
+from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER
 from tests.conftest import REAL_TRAINING_CSV, SAMPLE_CSV
 from tests.support.server import bentoml_serve
 from tests.support.trained import SAMPLE_SEED, sample_model_with_report
