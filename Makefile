@@ -38,13 +38,14 @@ serve: venv
 	@$(BIN)/bentoml models get loan_approval:latest >/dev/null 2>&1 || $(BIN)/python train.py --data $(DATA)
 	$(BIN)/bentoml serve service:LoanApproval --host $(HOST) --port $(PORT)
 
-## test: run the whole test suite (end-to-end tests start their own servers)
-test: venv
+## test: lint, then the whole test suite (end-to-end tests start their own servers)
+test: lint
 	$(BIN)/python -m pytest
 
-## lint: ruff checks
+## lint: ruff checks and mypy type checks
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy .
 
 ## format: ruff formatting
 format: venv

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import bentoml
 from bentoml.validators import ContentType
@@ -27,23 +27,15 @@ from loan_preprocessing.serving import timeout as request_timeout
 from loan_preprocessing.serving.heap import freeze_startup_heap
 from loan_preprocessing.serving.log_filter import quiet_validation_tracebacks
 from loan_preprocessing.serving.metrics import domain_metrics, failed_fields
-from loan_preprocessing.serving.middleware import (
-    BearerAuth,
-    BodySizeLimit,
-    ContentTypeGuard,
-    ModelTagHeader,
-    OpenApiCorrections,
-    ValidationFailureCounter,
-)
 from loan_preprocessing.serving.prediction_log import PredictionLog
 from loan_preprocessing.serving.settings import ServiceSettings, worker_envs
+from loan_preprocessing.serving.wiring import add_middleware
 
 SETTINGS = ServiceSettings.from_env()
 # Before BentoML builds the app: its own request timeout keeps finished
 # requests alive for the whole timeout (see the module).
 request_timeout.install()
 MEDIA_TYPES = {"/predict": "application/json", "/predict_csv": "multipart/form-data"}
-API_PATHS = frozenset(MEDIA_TYPES)
 # The media type is declared so that BentoML does not rebuild the response's JSON
 # Schema for every answer to find it out (15% of a worker's time on single-row
 # requests, measured with py-spy).
@@ -55,8 +47,10 @@ def _serving_tag() -> str:
     """The concrete model version this process serves, resolved once: every
     instance in the process then loads, and names in X-Model-Tag, the same
     version, even if a newer one is stored meanwhile."""
-    # LoanApproval.bento is set when BentoML serves a built Bento.
-    return str(get_model(tag_to_serve(SETTINGS.model_tag, LoanApproval.bento)).tag)
+    # LoanApproval.bento is set when BentoML serves a built Bento (mypy sees the
+    # class, not the bentoml.Service its decorator makes of it).
+    bento = LoanApproval.bento  # type: ignore[attr-defined]
+    return str(get_model(tag_to_serve(SETTINGS.model_tag, bento)).tag)
 
 
 def _load_scorer() -> Scorer:
@@ -107,6 +101,8 @@ class LoanApproval:
         return decisions
 
     @bentoml.api(route="/predict_csv")
+    # BentoML sends a returned starlette Response as it is (hence the ignores on
+    # the returns); the annotation documents the 200 answer's body.
     def predict_csv(self, file: Path) -> Annotated[str, ContentType("text/csv")]:
         """Score a CSV file in the data set's format (multipart field `file`);
         answers CSV `Loan_ID,Loan_Status,probability` in the file's order.
@@ -117,7 +113,7 @@ class LoanApproval:
             applications = parse_csv_applications(file, max_rows=SETTINGS.max_applications)
         except CsvValidationError as exc:
             self.metrics.validation_failures.labels(field=exc.column or "file").inc()
-            return JSONResponse(
+            return JSONResponse(  # type: ignore[return-value]
                 status_code=400,
                 content={
                     "error": str(exc),
@@ -128,12 +124,14 @@ class LoanApproval:
             )
         decisions = self.scorer.decide(applications)
         if any(isinstance(d, Unscored) for d in decisions):
-            return JSONResponse(
+            return JSONResponse(  # type: ignore[return-value]
                 status_code=500,
                 content={"error": "the model could not score every row; see the server log"},
             )
         self._record(applications, decisions)
-        return Response(decisions_to_csv(decisions), media_type="text/csv")
+        return Response(  # type: ignore[return-value]
+            decisions_to_csv(decisions), media_type="text/csv"
+        )
 
     def _record(self, applications: list[LoanApplication], decisions: list[Decision]) -> None:
         if any(isinstance(d, Unscored) for d in decisions):
@@ -152,17 +150,16 @@ class LoanApproval:
             self.log.write(self.scorer.tag, applications, decisions)
 
 
-def _count_validation_failures(detail: list[dict]) -> None:
+def _count_validation_failures(detail: list[dict[str, Any]]) -> None:
     for field in failed_fields(detail):
         domain_metrics().validation_failures.labels(field=field).inc()
 
 
-# Outermost last: the size limit runs first, then the key, then the rest.
-LoanApproval.add_asgi_middleware(OpenApiCorrections, api_paths=API_PATHS)
-LoanApproval.add_asgi_middleware(ContentTypeGuard, accepted=MEDIA_TYPES)
-LoanApproval.add_asgi_middleware(
-    ValidationFailureCounter, paths=API_PATHS, on_failure=_count_validation_failures
+# mypy cannot follow class decorators: LoanApproval is a bentoml.Service here.
+add_middleware(
+    LoanApproval,  # type: ignore[arg-type]
+    SETTINGS,
+    media_types=MEDIA_TYPES,
+    model_tag=_serving_tag,
+    on_validation_failure=_count_validation_failures,
 )
-LoanApproval.add_asgi_middleware(ModelTagHeader, model_tag=_serving_tag)
-LoanApproval.add_asgi_middleware(BearerAuth, api_key=SETTINGS.api_key)
-LoanApproval.add_asgi_middleware(BodySizeLimit, max_bytes=SETTINGS.max_body_bytes)

@@ -10,7 +10,7 @@ BentoML itself (validation, batching, serialization, HTTP).
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import bentoml
 from bentoml.validators import ContentType
@@ -24,13 +24,8 @@ from loan_preprocessing.schema import (
 )
 from loan_preprocessing.serving import timeout as request_timeout
 from loan_preprocessing.serving.heap import freeze_startup_heap
-from loan_preprocessing.serving.middleware import (
-    BearerAuth,
-    BodySizeLimit,
-    ModelTagHeader,
-    ValidationFailureCounter,
-)
 from loan_preprocessing.serving.settings import ServiceSettings, worker_envs
+from loan_preprocessing.serving.wiring import add_middleware
 
 SETTINGS = ServiceSettings.from_env()
 # Before BentoML builds the app: its own request timeout keeps finished
@@ -72,14 +67,16 @@ class NoModelBaseline:  # the service's API declaration, media type included
         )
 
 
-def _ignore_validation_failures(detail: list[dict]) -> None:
+def _ignore_validation_failures(detail: list[dict[str, Any]]) -> None:
     """The service counts them in a metric; the ceiling only pays for watching."""
 
 
-# The service's middleware, in the service's order.
-NoModelBaseline.add_asgi_middleware(
-    ValidationFailureCounter, paths=frozenset({"/predict"}), on_failure=_ignore_validation_failures
+# The service's middleware, in the service's order (mypy cannot follow class
+# decorators: NoModelBaseline is a bentoml.Service here).
+add_middleware(
+    NoModelBaseline,  # type: ignore[arg-type]
+    SETTINGS,
+    media_types={"/predict": "application/json"},
+    model_tag=lambda: BASELINE_TAG,
+    on_validation_failure=_ignore_validation_failures,
 )
-NoModelBaseline.add_asgi_middleware(ModelTagHeader, model_tag=lambda: BASELINE_TAG)
-NoModelBaseline.add_asgi_middleware(BearerAuth, api_key=SETTINGS.api_key)
-NoModelBaseline.add_asgi_middleware(BodySizeLimit, max_bytes=SETTINGS.max_body_bytes)

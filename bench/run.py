@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         # With the workers' thread settings, so the figures are a worker's.
         threads = {e["name"]: e["value"] for e in worker_envs(ServiceSettings.from_env())}
         inprocess = measure_inprocess({**threads, **env}, tag, rows_path)
-    result = {
+    result: dict[str, Any] = {
         "servers": servers,
         "inprocess_ms": inprocess,
         "model": {
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             "training_data": "real" if real else "synthetic",
             "rows_in_bodies": len(rows),
         },
-        "settings": asdict(ServiceSettings.from_env()),
+        "settings": ServiceSettings.from_env().model_dump(),
         "load_generator": {
             "tool": "wrk",
             "seconds": args.seconds,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from loan_preprocessing.schema import (
     FEATURE_COLUMNS,
@@ -41,6 +42,8 @@ HEADER_LINE: Final = 1
 _SHOWN_VALUE_CHARS: Final = 40
 
 CsvSource = bytes | str | os.PathLike[str]
+# A cell as read: text from a CSV file, or a number from a typed frame (Parquet).
+Cell = str | int | float | None
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,7 @@ def check_header(header: list[str]) -> None:
         raise CsvValidationError(problems)
 
 
-def application_from_record(record: Mapping[str, str | None], line: int) -> LoanApplication:
+def application_from_record(record: Mapping[str, Cell], line: int) -> LoanApplication:
     """Validate one row with the API's own schema; CsvValidationError lists every
     bad cell of the row."""
     fields: dict[str, object] = {}
@@ -202,7 +205,7 @@ def _column_order(problem: CsvProblem) -> int:
     return known.index(problem.column) if problem.column in known else -1
 
 
-def _typed(name: str, cell: str | None) -> object:
+def _typed(name: str, cell: Cell) -> object:
     """A cell as the JSON API would receive it: numbers as floats, the rest as text."""
     if cell is None:
         return None
@@ -217,8 +220,8 @@ def _typed(name: str, cell: str | None) -> object:
     return cell
 
 
-def _message(error: Mapping[str, object], record: Mapping[str, str | None]) -> str:
-    loc = error.get("loc") or ()
+def _message(error: ErrorDetails, record: Mapping[str, Cell]) -> str:
+    loc = error["loc"]
     message = str(error["msg"])
     if error.get("type") == "missing" or (error.get("input") is None and loc):
         return "required value is missing"
@@ -227,8 +230,8 @@ def _message(error: Mapping[str, object], record: Mapping[str, str | None]) -> s
     return message
 
 
-def _shown(cell: str | None) -> str:
-    text = "" if cell is None else cell
+def _shown(cell: Cell) -> str:
+    text = "" if cell is None else str(cell)
     return repr(text if len(text) <= _SHOWN_VALUE_CHARS else text[:_SHOWN_VALUE_CHARS] + "...")
 
 

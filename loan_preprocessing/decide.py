@@ -16,7 +16,7 @@ from pydantic import model_serializer
 from sklearn.pipeline import Pipeline
 
 from loan_preprocessing.features import applications_predictor
-from loan_preprocessing.model_store import load_pipeline
+from loan_preprocessing.model_store import load_pipeline, model_metadata
 from loan_preprocessing.schema import APPROVED, REJECTED, Decision, LoanApplication, decisions
 from loan_preprocessing.search import DECISION_THRESHOLD
 
@@ -60,7 +60,7 @@ class Scorer:
     @classmethod
     def from_model(cls, stored: bentoml.Model) -> Scorer:
         """The verified pipeline of a stored model, with the threshold it was trained for."""
-        threshold = float(stored.info.metadata.get("threshold", DECISION_THRESHOLD))
+        threshold = float(model_metadata(stored).get("threshold", DECISION_THRESHOLD))
         return cls(load_pipeline(stored), str(stored.tag), threshold)
 
     def probabilities(self, applications: Sequence[LoanApplication]) -> np.ndarray:

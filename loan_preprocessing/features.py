@@ -15,7 +15,12 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from loan_preprocessing.schema import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS
+from loan_preprocessing.schema import (
+    CATEGORICAL_COLUMNS,
+    FEATURE_COLUMNS,
+    NUMERIC_COLUMNS,
+    LoanApplication,
+)
 from loan_preprocessing.tree_ensemble import VectorizedBooster, unsupported_reason
 
 # The most common term in the data; used only to compute the monthly
@@ -42,6 +47,9 @@ MODEL_FEATURES: Final = (
 PIPELINE_STEPS: Final = ["derive", "impute", "classify"]
 # +1: a better credit history never lowers the approval probability.
 MONOTONIC_CONSTRAINTS: Final = tuple(1 if f == "CreditHistory" else 0 for f in MODEL_FEATURES)
+
+# A validated application, or a row of the data set's columns (the slow path only).
+Application = LoanApplication | Mapping[str, Any]
 
 
 def to_feature_frame(rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -174,14 +182,14 @@ class FastPredictor:
     def supports(cls, pipeline: object) -> bool:
         return not _fast_path_problem(pipeline)
 
-    def predict_proba(self, applications: Sequence[object]) -> np.ndarray:
+    def predict_proba(self, applications: Sequence[Application]) -> np.ndarray:
         matrix = loan_feature_matrix(application_columns(applications))
         # What the fitted SimpleImputer does: each NaN becomes its column's median.
         imputed = np.where(np.isnan(matrix), self.medians, matrix)
         return self.classifier_proba(imputed)
 
 
-def applications_predictor(pipeline: Pipeline) -> Callable[[Sequence[object]], np.ndarray]:
+def applications_predictor(pipeline: Pipeline) -> Callable[[Sequence[Application]], np.ndarray]:
     """`pipeline.predict_proba(to_feature_frame(rows))` for validated applications:
     through FastPredictor when the pipeline is the one `build_pipeline` makes, else
     through the pipeline itself (same numbers either way)."""
@@ -192,7 +200,7 @@ def applications_predictor(pipeline: Pipeline) -> Callable[[Sequence[object]], n
     )
 
 
-def _as_row(application: object) -> Mapping[str, Any]:
+def _as_row(application: Application) -> Mapping[str, Any]:
     return application if isinstance(application, Mapping) else application.model_dump()
 
 

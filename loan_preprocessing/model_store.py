@@ -61,9 +61,15 @@ def save_pipeline(
     return model
 
 
+def model_metadata(model: bentoml.Model) -> dict[str, Any]:
+    """What train.py recorded with the model (BentoML types it as a union of every
+    JSON-like value; train.py wrote a dict of dicts)."""
+    return dict(model.info.metadata)
+
+
 def load_pipeline(model: bentoml.Model) -> Pipeline:
     """Load and verify a stored pipeline; raise ModelLoadError with one clear line."""
-    metadata = model.info.metadata
+    metadata = model_metadata(model)
     artifact = metadata.get("artifact") or {}
     path = Path(model.path_of(artifact.get("file", PIPELINE_FILE)))
     if not path.is_file():

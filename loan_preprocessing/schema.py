@@ -6,7 +6,8 @@ repeats a column name or a category level.
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal
+from types import EllipsisType
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
@@ -69,14 +70,14 @@ def _dependents_from_number(value: object) -> object:
 
 
 def _number(
-    default: None = ...,
+    default: EllipsisType | None = ...,
     *,
     description: str,
-    example: float,  # type: ignore[assignment]
+    example: float,
     gt: float | None = None,
     ge: float | None = None,
     le: float,
-) -> object:
+) -> Any:
     """A numeric field; `...` as the default makes it required."""
     # strict: a JSON string such as "5000" is a caller's mistake, not a number.
     return Field(

@@ -10,7 +10,6 @@ import copy
 import re
 import shutil
 import subprocess
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Final
 
@@ -163,7 +162,7 @@ def test_probe_paths_answer_on_the_service_app(asgi_app, asgi_client):
 
 
 def test_every_env_var_is_one_the_service_reads():
-    known = {ENV_PREFIX + f.name.upper() for f in fields(ServiceSettings)} | {TELEMETRY_ENV}
+    known = ServiceSettings.variable_names() | {TELEMETRY_ENV}
     names = [e["name"] for e in container()["env"]]
     assert set(names) <= known, set(names) - known
     assert len(names) == len(set(names))

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from typing import Final, TextIO
+from typing import IO, Final
 
 from loan_preprocessing.batch.csv_output import CSV_COLUMNS, csv_row
 from loan_preprocessing.csv_rows import CsvValidationError, iter_csv_applications
@@ -46,8 +46,8 @@ def score_chunk(scorer: Scorer, applications: list[LoanApplication]) -> list[tup
 
 
 def score_stream(
-    source: TextIO,
-    sink: TextIO,
+    source: IO[str],
+    sink: IO[str],
     scorer: Scorer,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: Progress | None = None,
@@ -92,7 +92,7 @@ def progress_bar(total: int, enabled: bool) -> Iterator[Progress]:
 
 
 @contextmanager
-def atomic_output(path: Path | None) -> Iterator[TextIO]:
+def atomic_output(path: Path | None) -> Iterator[IO[str]]:
     """stdout, or a temporary file renamed to `path` only when the block succeeds."""
     if path is None:
         yield sys.stdout

@@ -50,6 +50,7 @@ import pandas as pd
 import loan_preprocessing
 from loan_preprocessing.csv_rows import (
     MISSING_CELLS,
+    Cell,
     CsvValidationError,
     application_from_record,
     check_header,
@@ -197,7 +198,7 @@ def _rows(batch: pd.DataFrame) -> list[dict[str, Any]]:
     return batch.to_dict("records")
 
 
-def _cell(value: object) -> object:
+def _cell(value: object) -> Cell:
     """A cell as csv_rows expects it: missing as None, text stripped, numpy scalars
     as Python ones (pydantic's strict numbers refuse numpy types)."""
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
@@ -207,7 +208,9 @@ def _cell(value: object) -> object:
     if isinstance(value, str):
         value = value.strip()
         return None if value in MISSING_CELLS else value
-    return value
+    if isinstance(value, int | float):
+        return value
+    return str(value)
 
 
 def _text(value: object) -> str | None:

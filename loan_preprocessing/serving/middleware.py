@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 MODEL_TAG_HEADER: Final = "X-Model-Tag"
@@ -18,7 +18,7 @@ Send = Callable[[dict[str, Any]], Any]
 
 
 async def _send_json(
-    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()
+    send: Send, status: int, body: dict[str, Any], headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
     payload = json.dumps(body).encode()
     await send(

@@ -2,80 +2,82 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
 from typing import Final
+
+from pydantic import PositiveFloat, PositiveInt, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loan_preprocessing.model_store import MODEL_NAME
 
 ENV_PREFIX: Final = "LOAN_"
 
 
-@dataclass(frozen=True)
-class ServiceSettings:
+class SettingsError(ValueError):
+    """A LOAN_* variable has a value the service cannot use; the message is one line
+    that names the variable."""
+
+
+class ServiceSettings(BaseSettings):
     """Every knob of the running service; `LOAN_<FIELD NAME>` overrides each one."""
+
+    # An empty variable counts as unset, as a blank line in a manifest means.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="ignore", frozen=True
+    )
 
     model_tag: str = f"{MODEL_NAME}:latest"
     # Bodies above this are refused with 413 before they are read into memory.
-    max_body_bytes: int = 4_000_000
-    max_applications: int = 5_000
+    max_body_bytes: PositiveInt = 4_000_000
+    max_applications: PositiveInt = 5_000
     # When set, /predict needs "Authorization: Bearer <api_key>".
     api_key: str | None = None
-    workers: int = 2
-    threads: int = 1
+    workers: PositiveInt = 2
+    threads: PositiveInt = 1
     # A request still waiting after this many seconds gets 504.
-    timeout_seconds: float = 10.0
+    timeout_seconds: PositiveFloat = 10.0
     # Requests in flight above this get 429 at once. BentoML divides it evenly
     # over the workers (each of 2 workers refuses its 65th).
-    max_concurrency: int = 128
-    max_batch_size: int = 1_000
-    max_latency_ms: int = 500
+    max_concurrency: PositiveInt = 128
+    max_batch_size: PositiveInt = 1_000
+    max_latency_ms: PositiveInt = 500
     access_log: bool = False
     # OpenMP threads per worker for the model, given to workers as OMP_NUM_THREADS
     # (an OMP_NUM_THREADS already in the environment wins). One: the workers
     # already share the cores, and the booster opens a parallel region per tree,
     # whose synchronisation costs far more than it saves on small batches
     # (measured: 7x slower per call with 2 threads on 2 busy cores).
-    model_threads: int = 1
+    model_threads: PositiveInt = 1
     # When set, each decided application is appended to this JSON-lines file.
     prediction_log: str | None = None
     # Loan_ID goes into the prediction log only when this is true.
     prediction_log_loan_id: bool = False
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ServiceSettings:
-        environ = dict(os.environ if environ is None else environ)
-        values: dict[str, object] = {}
-        for field in fields(cls):
-            raw = environ.get(ENV_PREFIX + field.name.upper())
-            if raw is None or raw == "":
-                continue
-            kind = field.type if isinstance(field.type, str) else field.type.__name__
-            try:
-                values[field.name] = _parse(kind, raw)
-            except ValueError as exc:
-                raise ValueError(f"{ENV_PREFIX}{field.name.upper()}={raw!r}: {exc}") from None
-        return cls(**values)
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
+        """The settings from the process environment, or from `environ` alone (a
+        manifest's variables, say); SettingsError names the first bad variable."""
+        try:
+            if environ is None:
+                return cls()
+            return cls.model_validate(
+                {
+                    name.removeprefix(ENV_PREFIX).lower(): value
+                    for name, value in environ.items()
+                    if name.startswith(ENV_PREFIX) and value != ""
+                }
+            )
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            name = f"{ENV_PREFIX}{str(error['loc'][0]).upper()}"
+            raise SettingsError(f"{name}={error['input']!r}: {error['msg']}") from None
+
+    @classmethod
+    def variable_names(cls) -> frozenset[str]:
+        """Every LOAN_* variable the service reads."""
+        return frozenset(ENV_PREFIX + name.upper() for name in cls.model_fields)
 
 
 def worker_envs(settings: ServiceSettings) -> list[dict[str, str]]:
     """Environment variables for every worker, in @bentoml.service(envs=...) form."""
     return [{"name": "OMP_NUM_THREADS", "value": str(settings.model_threads)}]
-
-
-def _parse(kind: str, raw: str) -> object:
-    if kind == "int":
-        value = int(raw)
-        if value <= 0:
-            raise ValueError("must be a positive whole number")
-        return value
-    if kind == "float":
-        value = float(raw)
-        if not value > 0:
-            raise ValueError("must be a positive number")
-        return value
-    if kind == "bool":
-        if raw.lower() not in {"1", "0", "true", "false", "yes", "no"}:
-            raise ValueError("must be true or false")
-        return raw.lower() in {"1", "true", "yes"}
-    return raw

@@ -62,4 +62,5 @@ class RequestTimeout(traffic.TimeoutMiddleware):
 
 def install() -> None:
     """Make BentoML build its apps with RequestTimeout; before the app is built."""
-    traffic.TimeoutMiddleware = RequestTimeout
+    # A deliberate replacement of BentoML's class, which mypy cannot type.
+    traffic.TimeoutMiddleware = RequestTimeout  # type: ignore[misc]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from loan_preprocessing import versions
 from loan_preprocessing.model_store import get_model
+from loan_preprocessing.operations import versions
 from loan_preprocessing.schema import EXAMPLE_APPLICATION
 from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER
 from tests.conftest import REAL_TRAINING_CSV, SAMPLE_CSV
