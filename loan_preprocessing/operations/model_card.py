@@ -28,6 +28,7 @@ from loan_preprocessing.operations.fairness import (
     INTERVAL_SUFFIX,
     TRUE_POSITIVE_RATE,
 )
+from loan_preprocessing.operations.report import APPROVAL_BY_GROUP_FILE, STORE_REPORT_DIR
 from loan_preprocessing.schema import PROHIBITED_BASIS_RULE
 
 CARD_FILE: Final = "model_card.md"
@@ -40,6 +41,7 @@ FIELDS_NOT_USED = "Fields deliberately not used"
 METRICS = "Metrics"
 DECISION_THRESHOLD_SECTION = "Decision threshold"
 FAIRNESS_AUDIT = "Fairness audit"
+FAIRNESS_BY_GROUP = "Fairness audit by group"
 HOW_DECISIONS_ARE_EXPLAINED = "How decisions are explained"
 KNOWN_LIMITATIONS = "Known limitations"
 HOW_TO_RETRAIN = "How to retrain"
@@ -52,6 +54,7 @@ SECTIONS: Final = (
     METRICS,
     DECISION_THRESHOLD_SECTION,
     FAIRNESS_AUDIT,
+    FAIRNESS_BY_GROUP,
     HOW_DECISIONS_ARE_EXPLAINED,
     KNOWN_LIMITATIONS,
     HOW_TO_RETRAIN,
@@ -103,9 +106,13 @@ def build_card(pipeline: Pipeline, metadata: Mapping[str, Any], title: str) -> C
     card.add_table(**{METRICS: metrics_table(metadata["metrics"])})
     card.add(**{DECISION_THRESHOLD_SECTION: decision_threshold(metadata["threshold"])})
     audit = metadata[FAIRNESS_KEY]
-    card.add_table(description=fairness_summary(audit), **{FAIRNESS_AUDIT: groups_table(audit)})
-    card.add_table(**{f"{FAIRNESS_AUDIT}/Gaps by attribute": gaps_table(audit)})
-    card.add_plot(**{f"{FAIRNESS_AUDIT}/Approval rate by group": "report/approval_by_group.png"})
+    card.add_table(description=fairness_summary(audit), **{FAIRNESS_AUDIT: gaps_table(audit)})
+    card.add_table(**{FAIRNESS_BY_GROUP: groups_table(audit)})
+    # skops titles a table with its whole key, a plot with the last part: the plot
+    # can be a subsection, the tables are sections of their own.
+    card.add_plot(
+        **{f"{FAIRNESS_BY_GROUP}/Approval rate by group": f"{STORE_REPORT_DIR}/{APPROVAL_BY_GROUP_FILE}"}
+    )
     card.add(**{HOW_DECISIONS_ARE_EXPLAINED: how_decisions_are_explained(metadata)})
     card.add(**{KNOWN_LIMITATIONS: known_limitations(metadata)})
     card.add(**{HOW_TO_RETRAIN: how_to_retrain(metadata)})

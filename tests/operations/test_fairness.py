@@ -54,7 +54,7 @@ def _rows(gender: str | None, rows: int, approved: int, positives: int, both: in
         {
             "Gender": gender,
             "Married": np.where(np.arange(rows) % 2 == 0, "Yes", "No"),
-            "Property_Area": "Rural" if gender == "Female" else "Urban",
+            "Property_Area": {"Female": "Rural", "Male": "Urban"}.get(str(gender)),
             "approved": decided.astype(int),
             "outcome": outcome.astype(int),
         }
