@@ -242,13 +242,11 @@ def _approval_by_group(figure: Figure, report: TrainingReport) -> None:
         start += len(groups)
     ax.set_yticks(positions, labels, fontsize=8)
     ax.set_xlim(0.0, 1.0)
-    ax.set_title(
-        f"Approval rate by group ({report.fairness['source']}, {report.fairness['rows']} rows)",
-        fontsize=9,
-    )
+    ax.set_title(f"Approval rate by group ({report.fairness['rows']} rows, out of fold)")
     quantiles = report.fairness["bootstrap"]["quantiles"]
     ax.set_xlabel(
         f"share approved; bars: {quantiles[1] - quantiles[0]:.0%} bootstrap interval; "
-        f"dashes: {DEFAULT_MIN_ADVERSE_IMPACT_RATIO} x the highest rate"
+        f"dashes: {DEFAULT_MIN_ADVERSE_IMPACT_RATIO} x highest",
+        fontsize=8,
     )
     ax.set_ylabel("audited attribute and group")
