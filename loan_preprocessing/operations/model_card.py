@@ -110,11 +110,8 @@ def build_card(pipeline: Pipeline, metadata: Mapping[str, Any], title: str) -> C
     card.add_table(**{FAIRNESS_BY_GROUP: groups_table(audit)})
     # skops titles a table with its whole key, a plot with the last part: the plot
     # can be a subsection, the tables are sections of their own.
-    card.add_plot(
-        **{
-            f"{FAIRNESS_BY_GROUP}/Approval rate by group": f"{STORE_REPORT_DIR}/{APPROVAL_BY_GROUP_FILE}"
-        }
-    )
+    plot = f"{STORE_REPORT_DIR}/{APPROVAL_BY_GROUP_FILE}"  # relative: the card's folder
+    card.add_plot(**{f"{FAIRNESS_BY_GROUP}/Approval rate by group": plot})
     card.add(**{HOW_DECISIONS_ARE_EXPLAINED: how_decisions_are_explained(metadata)})
     card.add(**{KNOWN_LIMITATIONS: known_limitations(metadata)})
     card.add(**{HOW_TO_RETRAIN: how_to_retrain(metadata)})
