@@ -131,18 +131,16 @@ def audit_attribute(
     codes = pd.Categorical(groups, categories=levels).codes
     rng = np.random.default_rng([seed, list(AUDITED_ATTRIBUTES).index(name)])
     resampled = bootstrap_rates(codes, len(levels), y_pred, y_true, rng)
-    low, high = INTERVAL_QUANTILES
-    for metric, values in resampled.items():
-        bounds = np.nanquantile(values, [low, high], axis=0)  # 2 x (groups or 1)
-        if metric in (ADVERSE_IMPACT_RATIO, EQUAL_OPPORTUNITY_DIFFERENCE):
-            if metric in result:
-                result[metric + INTERVAL_SUFFIX] = [_number(b) for b in bounds]
-            continue
-        if metric == TRUE_POSITIVE_RATE and outcomes is None:
-            continue
+    per_group = [APPROVAL_RATE] if outcomes is None else [APPROVAL_RATE, TRUE_POSITIVE_RATE]
+    for metric in per_group:
+        bounds = np.nanquantile(resampled[metric], INTERVAL_QUANTILES, axis=0)
         for index, level in enumerate(levels):
             interval = [_number(bounds[0, index]), _number(bounds[1, index])]
             result["groups"][level][metric + INTERVAL_SUFFIX] = interval
+    for metric in (ADVERSE_IMPACT_RATIO, EQUAL_OPPORTUNITY_DIFFERENCE):
+        if metric in result:
+            bounds = np.nanquantile(resampled[metric], INTERVAL_QUANTILES)
+            result[metric + INTERVAL_SUFFIX] = [_number(b) for b in bounds]
     return result
 
 
@@ -196,16 +194,6 @@ def below_floor(audit: Mapping[str, Any], floor: float) -> list[str]:
     return problems
 
 
-def lowest_protected_ratio(audit: Mapping[str, Any]) -> float | None:
-    """The smallest adverse impact ratio over the protected attributes."""
-    ratios = [
-        r[ADVERSE_IMPACT_RATIO]
-        for r in audit["attributes"].values()
-        if r["protected"] and r.get(ADVERSE_IMPACT_RATIO) is not None
-    ]
-    return min(ratios, default=None)
-
-
 def _number(value: Any) -> float | None:
     """A rounded Python float, None for NaN (a rate of an empty set)."""
     number = float(value)
@@ -222,9 +210,9 @@ def format_audit(audit: Mapping[str, Any]) -> str:
         for group, values in result["groups"].items():
             lines.append(
                 f"{name:14s} {group:13s} {values[COUNT]:5.0f}  "
-                f"{_with_interval(values, APPROVAL_RATE):24s} "
-                f"{_rate(values.get(TRUE_POSITIVE_RATE)):>6s} "
-                f"{_rate(values.get(FALSE_POSITIVE_RATE)):>6s}"
+                f"{with_interval(values, APPROVAL_RATE):24s} "
+                f"{rate_text(values.get(TRUE_POSITIVE_RATE)):>6s} "
+                f"{rate_text(values.get(FALSE_POSITIVE_RATE)):>6s}"
             )
         lines.append(f"{'':14s} {_gaps(result)}")
     return "\n".join(lines)
@@ -232,19 +220,21 @@ def format_audit(audit: Mapping[str, Any]) -> str:
 
 def _gaps(result: Mapping[str, Any]) -> str:
     kind = "protected" if result["protected"] else "proxy, reported only"
-    text = f"adverse impact ratio {_with_interval(result, ADVERSE_IMPACT_RATIO)}"
+    text = f"adverse impact ratio {with_interval(result, ADVERSE_IMPACT_RATIO)}"
     if EQUAL_OPPORTUNITY_DIFFERENCE in result:
-        text += f"; TPR gap {_with_interval(result, EQUAL_OPPORTUNITY_DIFFERENCE)}"
+        text += f"; TPR gap {with_interval(result, EQUAL_OPPORTUNITY_DIFFERENCE)}"
     return f"{text}; {result['not_stated']} not stated ({kind})"
 
 
-def _rate(value: float | None) -> str:
+def rate_text(value: float | None) -> str:
+    """A rate to 3 decimals, "-" when there is none."""
     return "-" if value is None else f"{value:.3f}"
 
 
-def _with_interval(values: Mapping[str, Any], metric: str) -> str:
+def with_interval(values: Mapping[str, Any], metric: str) -> str:
+    """"0.812 (0.741-0.885)": a figure and its interval, when it has one."""
     interval = values.get(metric + INTERVAL_SUFFIX)
-    text = _rate(values.get(metric))
+    text = rate_text(values.get(metric))
     if interval and None not in interval:
         text += f" ({interval[0]:.3f}-{interval[1]:.3f})"
     return text
@@ -266,14 +256,14 @@ def compare_with_training(training: Mapping[str, Any], current: Mapping[str, Any
                 else "-"
             )
             lines.append(
-                f"{name:14s} {group:13s} {_with_interval(before, APPROVAL_RATE):24s} "
-                f"{before.get(COUNT, 0):5.0f}  {_with_interval(after, APPROVAL_RATE):24s} "
+                f"{name:14s} {group:13s} {with_interval(before, APPROVAL_RATE):24s} "
+                f"{before.get(COUNT, 0):5.0f}  {with_interval(after, APPROVAL_RATE):24s} "
                 f"{after.get(COUNT, 0):5.0f} {change:>7s}"
             )
         lines.append(
             f"{'':14s} adverse impact ratio: training "
-            f"{_with_interval(then, ADVERSE_IMPACT_RATIO)}, log "
-            f"{_with_interval(now, ADVERSE_IMPACT_RATIO)}"
+            f"{with_interval(then, ADVERSE_IMPACT_RATIO)}, log "
+            f"{with_interval(now, ADVERSE_IMPACT_RATIO)}"
         )
     return "\n".join(lines)
 

@@ -25,8 +25,9 @@ from loan_preprocessing.operations.fairness import (
     EQUAL_OPPORTUNITY_DIFFERENCE,
     FAIRNESS_KEY,
     FALSE_POSITIVE_RATE,
-    INTERVAL_SUFFIX,
     TRUE_POSITIVE_RATE,
+    rate_text,
+    with_interval,
 )
 from loan_preprocessing.operations.report import APPROVAL_BY_GROUP_FILE, STORE_REPORT_DIR
 from loan_preprocessing.schema import PROHIBITED_BASIS_RULE
@@ -217,9 +218,9 @@ def groups_table(audit: Mapping[str, Any]) -> dict[str, list[Any]]:
             rows["attribute"].append(name)
             rows["group"].append(group)
             rows["count"].append(f"{values[COUNT]:.0f}")
-            rows["approval rate (interval)"].append(_with_interval(values, APPROVAL_RATE))
-            rows["true positive rate"].append(_value(values.get(TRUE_POSITIVE_RATE)))
-            rows["false positive rate"].append(_value(values.get(FALSE_POSITIVE_RATE)))
+            rows["approval rate (interval)"].append(with_interval(values, APPROVAL_RATE))
+            rows["true positive rate"].append(rate_text(values.get(TRUE_POSITIVE_RATE)))
+            rows["false positive rate"].append(rate_text(values.get(FALSE_POSITIVE_RATE)))
     return rows
 
 
@@ -229,26 +230,14 @@ def gaps_table(audit: Mapping[str, Any]) -> dict[str, list[Any]]:
         "attribute": list(attributes),
         "stands for": [r["stands_for"] for r in attributes.values()],
         "adverse impact ratio (interval)": [
-            _with_interval(r, ADVERSE_IMPACT_RATIO) for r in attributes.values()
+            with_interval(r, ADVERSE_IMPACT_RATIO) for r in attributes.values()
         ],
         "equal-opportunity difference (interval)": [
-            _with_interval(r, EQUAL_OPPORTUNITY_DIFFERENCE) for r in attributes.values()
+            with_interval(r, EQUAL_OPPORTUNITY_DIFFERENCE) for r in attributes.values()
         ],
         "not stated": [r["not_stated"] for r in attributes.values()],
         "blocks training": ["yes" if r["protected"] else "no" for r in attributes.values()],
     }
-
-
-def _value(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def _with_interval(values: Mapping[str, Any], metric: str) -> str:
-    interval = values.get(metric + INTERVAL_SUFFIX)
-    text = _value(values.get(metric))
-    if interval and None not in interval:
-        text += f" ({interval[0]:.3f}-{interval[1]:.3f})"
-    return text
 
 
 def how_decisions_are_explained(metadata: Mapping[str, Any]) -> str:
