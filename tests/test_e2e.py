@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from loan_preprocessing.features import to_feature_frame
-from loan_preprocessing.operations.model_card import CARD_FILE
 from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER
 from tests.conftest import TEST_REPORTS
 from tests.support.server import bentoml_serve
@@ -87,6 +86,3 @@ def test_bento_pins_the_versions_that_trained_the_model(built_bento, real_model,
     assert "BENTOML_DO_NOT_TRACK=true" in dockerfile
     bento_yaml = (bento_dir / "bento.yaml").read_text()
     assert str(stored.tag) in bento_yaml
-    # The model card travels with the model it describes.
-    packaged = bento_dir / "models" / stored.tag.name / stored.tag.version
-    assert (packaged / CARD_FILE).read_text() == Path(stored.path_of(CARD_FILE)).read_text()

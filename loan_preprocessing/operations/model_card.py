@@ -2,7 +2,8 @@
 and deliberately does not, how good and how fair it measured, and its limits.
 
 train.py writes it (skops.card, the common Markdown format) into the model's folder
-as `model_card.md`, so it travels into every Bento that packages the model;
+as `model_card.md`, so it travels with the model into every Bento that packages
+it (an exported or containerized Bento holds the model's folder);
 `python -m loan_preprocessing.operations.versions show <tag> --card` prints it.
 Everything in it comes from the metadata recorded with the model.
 """

@@ -103,3 +103,15 @@ def test_versions_show_card_prints_it(sample_card, capsys):
     tag, card = sample_card
     assert versions.main(["show", tag, "--card"]) == 0
     assert capsys.readouterr().out == card + "\n"
+
+
+@pytest.mark.e2e
+def test_the_card_travels_into_the_bento(built_bento, real_model, tmp_path):
+    """A built Bento references its model; exporting it (what `bentoml containerize`
+    and air-gapped builds ship) carries the model's folder, card included."""
+    import bentoml
+
+    stored, _ = real_model
+    folder = bentoml.export_bento(built_bento, f"{tmp_path}/bento/", output_format="folder")
+    packaged = Path(folder) / "models" / stored.tag.name / stored.tag.version / CARD_FILE
+    assert packaged.read_text() == Path(stored.path_of(CARD_FILE)).read_text()
