@@ -14,7 +14,7 @@ import itertools
 import httpx
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loan_preprocessing.decide import Scorer
@@ -116,9 +116,7 @@ def test_real_test_rows_over_http(server, real_test_rows):
 
 
 @pytest.mark.e2e
-@settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=25, deadline=None)
 @given(records=st.lists(VALID_APPLICATIONS, min_size=1, max_size=20), data=st.data())
 def test_generated_applications_over_http(server, records, data):
     changed = [{**record, **data.draw(PROTECTED_VALUES)} for record in records]

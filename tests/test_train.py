@@ -11,7 +11,7 @@ import train
 from loan_preprocessing.data import features_and_target, file_sha256, read_applications
 from loan_preprocessing.features import model_inputs
 from loan_preprocessing.model_store import MODEL_INPUTS_KEY, MODEL_NAME, get_model, load_pipeline
-from loan_preprocessing.operations.fairness import AUDITED_ATTRIBUTES, FAIRNESS_KEY
+from loan_preprocessing.operations.fairness import AUDITED_ATTRIBUTES, FAIRNESS_KEY, below_floor
 from loan_preprocessing.schema import FEATURE_COLUMNS, PROTECTED_ATTRIBUTES
 from tests.conftest import SAMPLE_CSV, TEST_REPORTS
 
@@ -124,6 +124,13 @@ def test_training_refuses_a_model_below_the_adverse_impact_floor(sample_model, c
     assert any(f"{name} ({what})" in err for name, what in PROTECTED_ATTRIBUTES.items())
     assert "Property_Area" not in err  # a proxy is reported, never blocking
     assert {str(m.tag) for m in bentoml.models.list(MODEL_NAME)} == before
+
+    # The override saves it, with the audit that failed the floor on record.
+    overridden = [*argv, "--min-adverse-impact-ratio", "0.9999", "--allow-adverse-impact"]
+    assert train.main(overridden) == 0
+    [new] = {str(m.tag) for m in bentoml.models.list(MODEL_NAME)} - before
+    audit = get_model(new).info.metadata[FAIRNESS_KEY]
+    assert below_floor(audit, 0.9999)
 
 
 def test_training_on_unlabelled_data_fails_clearly(tmp_path):
