@@ -19,7 +19,7 @@ import yaml
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from loan_preprocessing.model_store import PIPELINE_FILE
+from loan_preprocessing.model_store import MODEL_INPUTS_KEY, PIPELINE_FILE
 from tests.conftest import SAMPLE_CSV
 from tests.support.server import BENTOML, ROOT, free_port
 
@@ -88,6 +88,16 @@ def other_sklearn(home: Path) -> None:
     edit_metadata(home, lambda meta: meta["versions"].__setitem__("scikit-learn", "0.24.2"))
 
 
+def reads_married(home: Path) -> None:
+    # What the metadata of a model that read marital status says.
+    edit_metadata(home, lambda meta: meta[MODEL_INPUTS_KEY]["fields"].append("Married"))
+
+
+def inputs_not_recorded(home: Path) -> None:
+    # A model stored before inputs were recorded (it still read Married).
+    edit_metadata(home, lambda meta: meta.pop(MODEL_INPUTS_KEY))
+
+
 def no_model(home: Path) -> None:
     shutil.rmtree(home / "models" / "loan_approval")
 
@@ -99,9 +109,19 @@ def no_model(home: Path) -> None:
         (untrusted_type, "not trusted: posix.system"),
         (garbled, "not a readable skops file"),
         (other_sklearn, "trained with scikit-learn 0.24.2"),
+        (reads_married, "uses the protected attribute(s) Married (marital status) as input"),
+        (inputs_not_recorded, "does not record the application fields it uses"),
         (no_model, "loan_approval:latest could not be found"),
     ],
-    ids=["tampered", "untrusted-type", "garbled", "other-sklearn", "no-model"],
+    ids=[
+        "tampered",
+        "untrusted-type",
+        "garbled",
+        "other-sklearn",
+        "reads-married",
+        "inputs-not-recorded",
+        "no-model",
+    ],
 )
 def test_broken_model_stops_the_server_with_one_line(
     pristine_home, tmp_path, break_model, expected
