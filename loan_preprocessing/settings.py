@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Final
 
 from loan_preprocessing.model_store import MODEL_NAME
@@ -21,6 +22,11 @@ class ServiceSettings:
     max_applications: int = 5_000
     # When set, /predict needs "Authorization: Bearer <api_key>".
     api_key: str | None = None
+    # The key read from this file instead, once at start (a mounted Kubernetes
+    # Secret: unlike an environment variable, a file is not inherited by every
+    # child process nor readable in /proc/<pid>/environ). A file that does not
+    # exist leaves the API open, as an absent optional Secret does.
+    api_key_file: str | None = None
     workers: int = 2
     threads: int = 1
     # A request still waiting after this many seconds gets 504.
@@ -55,12 +61,27 @@ class ServiceSettings:
                 values[field.name] = _parse(kind, raw)
             except ValueError as exc:
                 raise ValueError(f"{ENV_PREFIX}{field.name.upper()}={raw!r}: {exc}") from None
+        if values.get("api_key_file"):
+            if "api_key" in values:
+                raise ValueError(f"set {ENV_PREFIX}API_KEY or {ENV_PREFIX}API_KEY_FILE, not both")
+            values["api_key"] = _read_api_key(str(values["api_key_file"]))
         return cls(**values)
 
 
 def worker_envs(settings: ServiceSettings) -> list[dict[str, str]]:
     """Environment variables for every worker, in @bentoml.service(envs=...) form."""
     return [{"name": "OMP_NUM_THREADS", "value": str(settings.model_threads)}]
+
+
+def _read_api_key(path: str) -> str | None:
+    """The key in `path` without its trailing newline; None when there is no file."""
+    try:
+        key = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except FileNotFoundError:
+        return None
+    if not key:
+        raise ValueError(f"{ENV_PREFIX}API_KEY_FILE={path!r}: the file is empty")
+    return key
 
 
 def _parse(kind: str, raw: str) -> object:
