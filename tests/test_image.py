@@ -358,6 +358,35 @@ def test_the_server_writes_only_where_the_deployment_mounts_emptydirs(served, ro
     assert not outside, outside
 
 
+def test_archive_holds_the_image_for_a_registry(image, image_config, bentoml_home, tmp_path):
+    """`make image-archive`: the image as an OCI archive that skopeo can copy on."""
+    bento = image.reference.rsplit(":", 1)[1]
+    done = subprocess.run(
+        [
+            str(IMAGE_DIR / "archive.sh"),
+            f"loan_approval_service:{bento}",
+            IMAGE_NAME,
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(bentoml_home),
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    archive = Path(done.stdout.strip().splitlines()[-1])
+    assert archive.name == f"{IMAGE_NAME}-{bento}.oci.tar"
+    inspected = subprocess.run(
+        ["skopeo", "inspect", "--config", f"oci-archive:{archive}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    archived = json.loads(inspected.stdout)["config"]
+    for key in ("User", "Entrypoint", "Env", "ExposedPorts"):
+        assert archived[key] == image_config[key], key
+
+
 def test_sigterm_stops_the_container_within_the_grace_period(
     working_container, image_config, tmp_path
 ):

@@ -49,7 +49,11 @@ def layer_sizes(image: str) -> list[tuple[int, str]]:
             text = re.sub(r"dir:[0-9a-f]+ ", "", text.split(" /bin/sh -c ")[-1])
             pending.append(text[:60])
         if not entry.get("empty_layer"):
-            made_by.append("; ".join(pending) or entry.get("comment", ""))
+            # A layer committed outside a Dockerfile (the stand-in base) has only
+            # its own entry.
+            if not pending and text:
+                pending.append(text[:60])
+            made_by.append("; ".join(pending))
             pending = []
     if len(made_by) != len(sizes):
         made_by = [""] * len(sizes)
