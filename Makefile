@@ -14,6 +14,11 @@ OUT ?= decisions.csv
 INPUT ?= ../shared/data/loan-prediction/test.csv
 OUTPUT ?= spark-output
 SPARK_MASTER ?= local[*]
+BENTO ?= loan_approval_service:latest
+IMAGE_NAME ?= loan-approval-service
+ARCHIVE_DIR ?= dist
+# checkov in a venv of its own: its dependencies clash with the test pins.
+CHECKOV_VENV := .venv-checkov
 
 # The model store lives in the project unless the caller says otherwise;
 # BentoML's telemetry stays off wherever this project runs it.
@@ -26,8 +31,13 @@ $(BIN)/.installed: requirements/service.txt requirements/dev.txt
 	$(BIN)/pip install --quiet -r requirements/dev.txt
 	touch $@
 
-## venv: create .venv with the pinned dependencies
-venv: $(BIN)/.installed
+$(CHECKOV_VENV)/.installed: requirements/checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements/checkov.txt
+	touch $@
+
+## venv: create .venv with the pinned dependencies (and .venv-checkov, the manifest scanner)
+venv: $(BIN)/.installed $(CHECKOV_VENV)/.installed
 
 ## train: train on DATA (the synthetic sample by default) and store a new model version
 train: venv
@@ -59,6 +69,21 @@ format: venv
 build: venv
 	$(ENSURE_MODEL)
 	$(BIN)/bentoml build
+
+## image: OCI image of BENTO (the latest Bento, built if none) as loan-approval-service:<its version>
+image: venv
+	@$(BIN)/bentoml get $(BENTO) >/dev/null 2>&1 || $(MAKE) --no-print-directory build
+	BENTOML=$(BIN)/bentoml deploy/image/build.sh $(BENTO) $(IMAGE_NAME)
+
+## base-image: stand-in python:3.11-slim from Debian's packages, for hosts that cannot pull it
+base-image:
+	deploy/image/tools.sh buildah debootstrap
+	deploy/image/base-image.sh
+
+## image-archive: the image of BENTO as an OCI archive, ARCHIVE_DIR/loan-approval-service-<version>.oci.tar
+image-archive: venv
+	@$(BIN)/bentoml get $(BENTO) >/dev/null 2>&1 || $(MAKE) --no-print-directory build
+	BENTOML=$(BIN)/bentoml deploy/image/archive.sh $(BENTO) $(IMAGE_NAME) $(ARCHIVE_DIR)
 
 ## versions: list the stored model versions, newest first, with their metrics
 versions: venv
@@ -92,9 +117,9 @@ bench-spark: venv
 	$(ENSURE_MODEL)
 	$(BIN)/python bench/spark_throughput.py --master '$(SPARK_MASTER)'
 
-## k8s-validate: validate deploy/kubernetes offline against the Kubernetes API schemas
+## k8s-validate: validate deploy/kubernetes offline (API schemas, the service) and scan it with checkov
 k8s-validate: venv
-	$(BIN)/python -m pytest -q tests/test_kubernetes.py
+	$(BIN)/python -m pytest -q tests/test_kubernetes.py tests/test_checkov.py
 
 ## clean: remove caches (keeps .venv and the model store)
 clean:
@@ -103,6 +128,6 @@ clean:
 
 ## help: list the targets
 help:
-	@awk '/^## /{sub(/^## /,""); i=index($$0,": "); printf "  %-12s %s\n", substr($$0,1,i-1), substr($$0,i+2)}' $(MAKEFILE_LIST)
+	@awk '/^## /{sub(/^## /,""); i=index($$0,": "); printf "  %-14s %s\n", substr($$0,1,i-1), substr($$0,i+2)}' $(MAKEFILE_LIST)
 
-.PHONY: venv train serve test lint format build versions drift fairness score bench spark-score bench-spark k8s-validate clean help
+.PHONY: venv train serve test lint format build image base-image image-archive versions drift fairness score bench spark-score bench-spark k8s-validate clean help

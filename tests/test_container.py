@@ -1,7 +1,9 @@
-"""The container a built Bento becomes, checked without a Docker engine: the
-generated Dockerfile and locked requirements agree with the model's recorded
-versions and with the Kubernetes manifests, and `bentoml export` yields a
-complete build context, the model files included.
+"""The container a built Bento becomes, checked from its build context: the
+generated Dockerfile (BentoML's, with every block replaced by
+deploy/image/Dockerfile.j2) and locked requirements agree with the model's
+recorded versions and with the Kubernetes manifests, and `bentoml export` yields
+a complete build context, the model files included. tests/test_image.py builds
+that Dockerfile into an image and runs it.
 
 Where the model goes: the Bento in the store ($BENTOML_HOME/bentos/...) holds no
 models/ folder; its bento.yaml only names the model. `bentoml containerize`
@@ -60,12 +62,40 @@ def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
 def test_base_image_python_is_the_one_that_trained_the_model(bento_dir, real_model):
     stored, _ = real_model
     trained = ".".join(stored.info.metadata["versions"]["python"].split(".")[:2])
-    [base] = [
+    bases = [
         args
         for word, args in dockerfile_instructions((bento_dir / DOCKERFILE).read_text())
         if word == "FROM"
     ]
-    assert re.match(rf"python:{re.escape(trained)}(-|\s|$)", base), base
+    # The venv is built in one stage and copied into the other: the same Python.
+    assert len(bases) == 2, bases
+    for base in bases:
+        assert re.match(rf"python:{re.escape(trained)}(-|\s|$)", base), base
+
+
+def stages(text: str) -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions, one list per build stage."""
+    found: list[list[tuple[str, str]]] = []
+    for word, args in dockerfile_instructions(text):
+        if word == "FROM":
+            found.append([])
+        if found:
+            found[-1].append((word, args))
+    return found
+
+
+def test_final_stage_installs_nothing_and_takes_only_the_venv(bento_dir):
+    builder, final = stages((bento_dir / DOCKERFILE).read_text())
+    final_text = " ".join(args for _, args in final)
+    # No apt-get, so no compiler, git or package lists; no pip or uv either.
+    for tool in ("apt-get", "pip", "uv", "build-essential", "git"):
+        assert not re.search(rf"\b{tool}\b", final_text), tool
+    copies = [args for word, args in final if word == "COPY"]
+    builder_name = builder[0][1].split()[-1]
+    assert f"--from={builder_name} /app/.venv /app/.venv" in copies
+    # Nothing of the Bento is handed to the runtime user (BentoML's own
+    # template copies everything with --chown=bentoml).
+    assert not [c for c in copies if "--chown" in c]
 
 
 def test_locked_requirements_are_the_training_versions(bento_dir, real_model):
@@ -77,21 +107,25 @@ def test_locked_requirements_are_the_training_versions(bento_dir, real_model):
         assert locked.get(package) == version, package
 
 
-def test_image_has_telemetry_off_and_a_non_root_user(bento_dir):
-    from bentoml._internal.container.generate import BENTO_UID_GID
+def test_image_has_telemetry_off_one_openmp_thread_and_a_non_root_user(bento_dir):
+    from tests.test_kubernetes import resource
 
     instructions = dockerfile_instructions((bento_dir / DOCKERFILE).read_text())
     assert ("ARG", f"{TELEMETRY_ENV}=true") in instructions
     assert ("ENV", f"{TELEMETRY_ENV}=${TELEMETRY_ENV}") in instructions
+    assert ("ARG", "OMP_NUM_THREADS=1") in instructions
     users = [args for word, args in instructions if word == "USER"]
-    assert users and users[-1] not in ("root", "0"), users
-    # The user the Deployment runs as (tests/test_kubernetes.py) is this image's.
-    assert ("ARG", f"BENTO_USER={users[-1]}") in instructions
-    assert ("ARG", f"BENTO_USER_UID={BENTO_UID_GID}") in instructions
+    # uid:gid as numbers, so that Kubernetes can check runAsNonRoot against it.
+    uid, gid = users[-1].split(":")
+    assert int(uid) != 0 and int(gid) != 0, users
+    assert ("ARG", f"BENTO_USER_UID={uid}") in instructions
+    # The user the Deployment runs as is this image's.
+    pod = resource("Deployment")["spec"]["template"]["spec"]["securityContext"]
+    assert (pod["runAsUser"], pod["runAsGroup"]) == (int(uid), int(gid))
     assert any(word == "ENTRYPOINT" for word, _ in instructions)
 
 
-def test_image_exposes_the_port_the_deployment_uses(bento_dir):
+def test_image_exposes_only_the_port_the_deployment_uses(bento_dir):
     from tests.test_kubernetes import container
 
     exposed = {
@@ -99,7 +133,7 @@ def test_image_exposes_the_port_the_deployment_uses(bento_dir):
         for word, args in dockerfile_instructions((bento_dir / DOCKERFILE).read_text())
         if word == "EXPOSE"
     }
-    assert {p["containerPort"] for p in container()["ports"]} <= exposed
+    assert {p["containerPort"] for p in container()["ports"]} == exposed
 
 
 def test_store_bento_has_no_models_but_names_the_model(bento_dir, real_model):

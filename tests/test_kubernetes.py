@@ -22,6 +22,7 @@ from loan_preprocessing.serving.settings import ENV_PREFIX, ServiceSettings
 from tests.support.server import ROOT
 
 MANIFEST_DIR: Final = ROOT / "deploy" / "kubernetes"
+IMAGE_TEMPLATE: Final = ROOT / "deploy" / "image" / "Dockerfile.j2"
 KUSTOMIZATION: Final = MANIFEST_DIR / "kustomization.yaml"
 # Examples are documentation: validated, but not applied by the base.
 EXAMPLE_SUFFIX: Final = ".example.yaml"
@@ -33,6 +34,13 @@ TELEMETRY_ENV: Final = "BENTOML_DO_NOT_TRACK"
 # the pipeline) measured at 150-300 MB; the requests and limits must cover it.
 WORKER_RSS_MIB: Final = (150, 300)
 PROBES: Final = ("startupProbe", "livenessProbe", "readinessProbe")
+
+
+def image_template_value(name: str) -> str:
+    """A `{% set name = value %}` of the image's Dockerfile template."""
+    match = re.search(rf"{{% set {name} = \"?([^\"%]+?)\"? %}}", IMAGE_TEMPLATE.read_text())
+    assert match, name
+    return match.group(1)
 
 
 def manifest_files() -> list[Path]:
@@ -66,8 +74,10 @@ def env_values() -> dict[str, str]:
 
 
 def deployed_settings() -> ServiceSettings:
-    """The settings the pods run with: the Deployment's literal env over the defaults."""
-    return ServiceSettings.from_env(env_values())
+    """The settings the pods run with: the Deployment's literal env over the defaults.
+    The key file exists only in a pod (its reading is tested on its own)."""
+    env = {k: v for k, v in env_values().items() if k != f"{ENV_PREFIX}API_KEY_FILE"}
+    return ServiceSettings.from_env(env)
 
 
 def quantity(text: str | int) -> float:
@@ -101,7 +111,7 @@ def test_kustomization_applies_every_manifest_but_the_examples():
     assert set(kustomization["resources"]) == applied
     [image] = kustomization["images"]
     # `images:` only rewrites the image it names: it must be the Deployment's.
-    assert image["name"] == container()["image"]
+    assert image["name"] == container()["image"].split(":")[0]
     assert image["newTag"] and image["newName"]
 
 
@@ -170,13 +180,74 @@ def test_every_env_var_is_one_the_service_reads():
     deployed_settings()  # every literal value parses as the service would parse it
 
 
-def test_api_key_comes_from_an_optional_secret():
-    [api_key] = [e for e in container()["env"] if e["name"] == f"{ENV_PREFIX}API_KEY"]
-    reference = api_key["valueFrom"]["secretKeyRef"]
-    assert reference["optional"] is True
+def test_api_key_is_a_file_from_a_required_secret():
+    key_file = Path(env_values()[f"{ENV_PREFIX}API_KEY_FILE"])
+    assert f"{ENV_PREFIX}API_KEY" not in {e["name"] for e in container()["env"]}
+    [mount] = [m for m in container()["volumeMounts"] if Path(m["mountPath"]) == key_file.parent]
+    assert mount["readOnly"] is True
+    [volume] = [v for v in pod_spec()["volumes"] if v["name"] == mount["name"]]
+    secret = volume["secret"]
+    # A lost Secret must keep the pod from starting, not start it without a key.
+    assert secret["optional"] is False
     example = resource_from_example("Secret")
-    assert reference["name"] == example["metadata"]["name"]
-    assert reference["key"] in example["stringData"]
+    assert secret["secretName"] == example["metadata"]["name"]
+    [item] = secret["items"]
+    assert item["key"] in example["stringData"] and item["path"] == key_file.name
+    # Readable by the pod's group (fsGroup), by no one else.
+    assert secret["defaultMode"] & 0o007 == 0
+
+
+def test_api_key_file_is_read_like_the_variable(tmp_path):
+    key_file = tmp_path / "api-key"
+    key_file.write_text("s3cret\n")
+    name = f"{ENV_PREFIX}API_KEY_FILE"
+    assert ServiceSettings.from_env({name: str(key_file)}).api_key == "s3cret"
+    # A named file that is missing stops the service: it never opens the API.
+    with pytest.raises(ValueError, match="cannot read it"):
+        ServiceSettings.from_env({name: str(tmp_path / "absent")})
+    key_file.write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        ServiceSettings.from_env({name: str(key_file)})
+    with pytest.raises(ValueError, match="not both"):
+        ServiceSettings.from_env({name: str(key_file), f"{ENV_PREFIX}API_KEY": "k"})
+
+
+def pod_spec() -> dict[str, Any]:
+    return resource("Deployment")["spec"]["template"]["spec"]
+
+
+def test_root_filesystem_is_read_only_but_bentoml_home_and_tmp():
+    assert container()["securityContext"]["readOnlyRootFilesystem"] is True
+    empty_dirs = {v["name"] for v in pod_spec()["volumes"] if "emptyDir" in v}
+    writable = {m["mountPath"] for m in container()["volumeMounts"] if m["name"] in empty_dirs}
+    # BentoML writes its Prometheus multiprocess folder under BENTOML_HOME.
+    assert writable == {image_template_value("home"), "/tmp"}
+    for volume in pod_spec()["volumes"]:
+        if "emptyDir" in volume:
+            assert volume["emptyDir"]["sizeLimit"], volume["name"]
+
+
+def test_every_object_is_in_the_service_namespace():
+    [namespace] = [d for p in manifest_files() for d in documents(p) if d["kind"] == "Namespace"]
+    name = namespace["metadata"]["name"]
+    assert name != "default"
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert yaml.safe_load(KUSTOMIZATION.read_text())["namespace"] == name
+    for path in manifest_files():
+        for doc in documents(path):
+            if doc["kind"] != "Namespace":
+                assert doc["metadata"]["namespace"] == name, (path.name, doc["kind"])
+
+
+def test_network_policy_admits_only_the_serving_port_and_no_egress():
+    policy = resource("NetworkPolicy")["spec"]
+    pod_labels = resource("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+    assert policy["egress"] == []
+    [rule] = policy["ingress"]
+    [port] = rule["ports"]
+    assert port["port"] in {p["name"] for p in container()["ports"]}
 
 
 def resource_from_example(kind: str) -> dict[str, Any]:
@@ -206,12 +277,12 @@ def test_grace_period_outlasts_the_pre_stop_sleep_and_a_request():
     assert pod["terminationGracePeriodSeconds"] > pre_stop + deployed_settings().timeout_seconds
 
 
-def test_runs_as_the_bentoml_image_user_without_privileges():
-    from bentoml._internal.container.generate import BENTO_UID_GID
-
+def test_runs_as_the_image_user_without_privileges():
     pod = resource("Deployment")["spec"]["template"]["spec"]["securityContext"]
     assert pod["runAsNonRoot"] is True
-    assert pod["runAsUser"] == pod["runAsGroup"] == BENTO_UID_GID
+    # The image's user (tests/test_image.py checks the built image's USER too),
+    # a high UID: no clash with the node's own users.
+    assert pod["runAsUser"] == pod["runAsGroup"] == int(image_template_value("uid")) >= 10000
     security = container()["securityContext"]
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]

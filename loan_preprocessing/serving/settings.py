@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Final
 
 from pydantic import PositiveFloat, PositiveInt, ValidationError
@@ -32,6 +33,11 @@ class ServiceSettings(BaseSettings):
     max_applications: PositiveInt = 5_000
     # When set, /predict needs "Authorization: Bearer <api_key>".
     api_key: str | None = None
+    # The key read from this file instead, once at start (a mounted Kubernetes
+    # Secret: unlike an environment variable, a file is not inherited by every
+    # child process nor readable in /proc/<pid>/environ). A named file that is
+    # missing or empty stops the service: a lost Secret must not open the API.
+    api_key_file: str | None = None
     workers: PositiveInt = 2
     threads: PositiveInt = 1
     # A request still waiting after this many seconds gets 504.
@@ -59,18 +65,24 @@ class ServiceSettings(BaseSettings):
         manifest's variables, say); SettingsError names the first bad variable."""
         try:
             if environ is None:
-                return cls()
-            return cls.model_validate(
-                {
-                    name.removeprefix(ENV_PREFIX).lower(): value
-                    for name, value in environ.items()
-                    if name.startswith(ENV_PREFIX) and value != ""
-                }
-            )
+                settings = cls()
+            else:
+                settings = cls.model_validate(
+                    {
+                        name.removeprefix(ENV_PREFIX).lower(): value
+                        for name, value in environ.items()
+                        if name.startswith(ENV_PREFIX) and value != ""
+                    }
+                )
         except ValidationError as exc:
             error = exc.errors()[0]
             name = f"{ENV_PREFIX}{str(error['loc'][0]).upper()}"
             raise SettingsError(f"{name}={error['input']!r}: {error['msg']}") from None
+        if settings.api_key_file is None:
+            return settings
+        if settings.api_key is not None:
+            raise SettingsError(f"set {ENV_PREFIX}API_KEY or {ENV_PREFIX}API_KEY_FILE, not both")
+        return settings.model_copy(update={"api_key": _read_api_key(settings.api_key_file)})
 
     @classmethod
     def variable_names(cls) -> frozenset[str]:
@@ -81,3 +93,17 @@ class ServiceSettings(BaseSettings):
 def worker_envs(settings: ServiceSettings) -> list[dict[str, str]]:
     """Environment variables for every worker, in @bentoml.service(envs=...) form."""
     return [{"name": "OMP_NUM_THREADS", "value": str(settings.model_threads)}]
+
+
+def _read_api_key(path: str) -> str:
+    """The key in `path`, without the newline a Secret made from a file often has."""
+    variable = f"{ENV_PREFIX}API_KEY_FILE={path!r}"
+    try:
+        key = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SettingsError(
+            f"{variable}: cannot read it ({exc.strerror}); unset the variable to run without a key"
+        ) from None
+    if not key:
+        raise SettingsError(f"{variable}: the file is empty")
+    return key
