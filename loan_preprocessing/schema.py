@@ -6,10 +6,21 @@ repeats a column name or a category level.
 
 from __future__ import annotations
 
+import json
 from types import EllipsisType
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 ID_COLUMN: Final = "Loan_ID"
 TARGET_COLUMN: Final = "Loan_Status"
@@ -69,6 +80,23 @@ def _dependents_from_number(value: object) -> object:
     return value
 
 
+def _not_a_boolean(value: object) -> object:
+    """JSON true is not the number 1 (pydantic's Literal[0, 1] would take it)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("literal_error", "Input should be 0 or 1, not true or false")
+    return value
+
+
+# What Dependents accepts, as published in the OpenAPI document.
+DEPENDENTS_JSON_SCHEMA: Final = {
+    "anyOf": [
+        {"enum": list(CATEGORY_LEVELS["Dependents"]), "type": "string"},
+        {"enum": [0, 1, 2, 3], "type": "integer"},
+        {"type": "null"},
+    ],
+}
+
+
 def _number(
     default: EllipsisType | None = ...,
     *,
@@ -110,7 +138,9 @@ class LoanApplication(BaseModel):
         default=None, description="Whether the applicant is married.", examples=["Yes"]
     )
     Dependents: Annotated[
-        Literal["0", "1", "2", "3+"] | None, BeforeValidator(_dependents_from_number)
+        Literal["0", "1", "2", "3+"] | None,
+        BeforeValidator(_dependents_from_number),
+        WithJsonSchema(DEPENDENTS_JSON_SCHEMA),
     ] = Field(
         default=None,
         description='Number of dependents: "0", "1", "2", "3+" (or the integers 0-3).',
@@ -145,14 +175,25 @@ class LoanApplication(BaseModel):
         ge=MIN_LOAN_TERM_MONTHS,
         le=MAX_LOAN_TERM_MONTHS,
     )
-    Credit_History: Literal[0, 1] | None = Field(
+    Credit_History: Annotated[Literal[0, 1] | None, BeforeValidator(_not_a_boolean)] = Field(
         default=None,
-        description="1 if the credit history meets the guidelines, else 0.",
+        description="1 if the credit history meets the guidelines, else 0 (or null); "
+        "not true/false.",
         examples=[1],
     )
     Property_Area: Literal["Urban", "Semiurban", "Rural"] = Field(
         description="Where the property is.", examples=["Urban"]
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ignore_the_target(cls, data: Any) -> Any:
+        """A labelled record (the data set's Loan_Status included, as
+        `to_json(orient="records")` of training.csv gives) scores as it is, as
+        /predict_csv scores a labelled file: the label is not an input."""
+        if isinstance(data, dict) and TARGET_COLUMN in data:
+            return {k: v for k, v in data.items() if k != TARGET_COLUMN}
+        return data
 
 
 class Decision(BaseModel):
@@ -197,6 +238,40 @@ EXAMPLE_APPLICATION: Final = LoanApplication(
 
 
 DEFAULT_MAX_APPLICATIONS: Final = 5_000
+# A request refused with more errors than this lists the first ones, then one
+# error of type MORE_ERRORS_TYPE whose message starts with how many were left out.
+MAX_LISTED_ERRORS: Final = 20
+MORE_ERRORS_TYPE: Final = "more_errors"
+
+
+def _first_errors(title: str, json_data: str | bytes | bytearray, total: int) -> ValidationError:
+    """The first MAX_LISTED_ERRORS errors of the applications in `json_data`
+    (validated one by one, stopping there) and a MORE_ERRORS_TYPE error
+    counting the rest of `total`."""
+    data = json.loads(json_data)  # valid JSON: invalid JSON is a single error
+    rows = data.get("applications") if isinstance(data, dict) else None
+    listed: list[InitErrorDetails] = []
+    for index, row in enumerate(rows if isinstance(rows, list) else []):
+        try:
+            LoanApplication.model_validate(row)
+        except ValidationError as exc:
+            listed += [
+                {
+                    "type": PydanticCustomError(error["type"], error["msg"]),
+                    "loc": ("applications", index, *error["loc"]),
+                    "input": error["input"],
+                }
+                for error in exc.errors(include_url=False)
+            ]
+        if len(listed) >= MAX_LISTED_ERRORS:
+            break
+    listed = listed[:MAX_LISTED_ERRORS]
+    more = PydanticCustomError(
+        MORE_ERRORS_TYPE, "{count} more errors not listed", {"count": total - len(listed)}
+    )
+    return ValidationError.from_exception_data(
+        title, [*listed, {"type": more, "loc": (), "input": None}]
+    )
 
 
 def predict_request_model(max_applications: int = DEFAULT_MAX_APPLICATIONS) -> type[BaseModel]:
@@ -206,6 +281,19 @@ def predict_request_model(max_applications: int = DEFAULT_MAX_APPLICATIONS) -> t
 
     class PredictRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
+
+        @classmethod
+        def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Any:
+            """pydantic's, except that a body with more than MAX_LISTED_ERRORS errors
+            raises with the first of them and a count of the rest: pydantic holds
+            each error in ~1 kB, and one 4 MB body can hold 100,000 of them."""
+            try:
+                return super().model_validate_json(json_data, **kwargs)
+            except ValidationError as exc:
+                if exc.error_count() <= MAX_LISTED_ERRORS:
+                    raise
+                total = exc.error_count()
+            raise _first_errors(cls.__name__, json_data, total) from None
 
         applications: list[LoanApplication] = Field(
             min_length=1,
