@@ -12,6 +12,7 @@ from loan_preprocessing.schema import (
     ID_COLUMN,
     NUMERIC_COLUMNS,
     REQUIRED_COLUMNS,
+    TARGET_COLUMN,
     Decision,
     LoanApplication,
 )
@@ -113,3 +114,31 @@ def test_unknown_field_is_refused():
 def test_decision_probability_is_bounded():
     with pytest.raises(ValidationError):
         Decision(Loan_ID=None, Loan_Status="Y", probability=1.5)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_credit_history_is_a_number_not_a_boolean(value):
+    with pytest.raises(ValidationError):
+        LoanApplication.model_validate(
+            {**EXAMPLE_APPLICATION.model_dump(), "Credit_History": value}
+        )
+
+
+def test_a_labelled_record_scores_as_the_unlabelled_one():
+    record = EXAMPLE_APPLICATION.model_dump()
+    assert LoanApplication.model_validate({**record, TARGET_COLUMN: "N"}) == EXAMPLE_APPLICATION
+
+
+def test_a_request_with_many_errors_lists_the_first_and_counts_the_rest():
+    import json
+
+    from loan_preprocessing.schema import MAX_LISTED_ERRORS, MORE_ERRORS_TYPE, predict_request_model
+
+    body = json.dumps({"applications": [{"Gender": "X"}] * 100})
+    with pytest.raises(ValidationError) as caught:
+        predict_request_model().model_validate_json(body)
+    errors = caught.value.errors()
+    assert len(errors) == MAX_LISTED_ERRORS + 1
+    assert errors[0]["loc"] == ("applications", 0, "Gender")
+    assert errors[-1]["type"] == MORE_ERRORS_TYPE
+    assert errors[-1]["msg"].startswith(f"{100 * 5 - MAX_LISTED_ERRORS} more")

@@ -109,7 +109,8 @@ class ContentTypeGuard:
         body = await read_body(receive)
         problem = upload_problem(body, _parameter(params, "boundary"))
         if problem is not None:
-            return await send_json(send, 400, {"error": problem, "detail": [], "total": 1})
+            detail = [{"loc": [CSV_FIELD], "msg": problem, "type": "upload"}]
+            return await send_json(send, 400, {"error": problem, "detail": detail, "total": 1})
         await self.app(scope, replaying(body, receive), send)
 
 

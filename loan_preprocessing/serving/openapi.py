@@ -109,8 +109,8 @@ class OpenApiCorrections:
         # exclusiveMinimum, "examples"): that is OpenAPI 3.1, not the 3.0.2 BentoML
         # declares, and tools that trust 3.0.2 misread them. Swagger UI reads 3.1.
         spec["openapi"] = OPENAPI_VERSION
+        # BentoML's info names the class, version "None" and BentoML's team.
         spec["info"] = {
-            **spec.get("info", {}),
             "title": API_TITLE,
             "description": API_DESCRIPTION,
             "version": self.model_tag(),

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -26,7 +27,7 @@ from loan_preprocessing.schema import EXAMPLE_APPLICATION, FEATURE_COLUMNS, ID_C
 from loan_preprocessing.serving.guards import MAX_LISTED_PROBLEMS
 from loan_preprocessing.serving.metrics import FIELD_LABELS
 from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER
-from tests.support.server import BENTOML, ROOT, RunningServer, bentoml_serve, free_port
+from tests.support.server import BENTOML, ROOT, RunningServer, bentoml_serve, free_port, stop
 
 pytestmark = pytest.mark.e2e
 EXAMPLE = EXAMPLE_APPLICATION.model_dump()
@@ -512,24 +513,23 @@ def test_a_key_with_a_trailing_newline_works(keyed):
     ("name", "value"), [("LOAN_MAX_BODY_BYTES", "abc"), ("LOAN_API_KEY", " \n")]
 )
 def test_a_bad_setting_stops_start_up_with_one_line(real_model_tag_or_none, name, value):
-    result = subprocess.run(
-        [
-            BENTOML,
-            "serve",
-            "service:LoanApproval",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(free_port()),
-        ],
+    command = [BENTOML, "serve", "service:LoanApproval", "--host", "127.0.0.1"]
+    process = subprocess.Popen(
+        [*command, "--port", str(free_port())],
         cwd=ROOT,
         env={**os.environ, "BENTOML_DO_NOT_TRACK": "true", name: value},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=120,
+        start_new_session=True,  # so stop() reaches any worker it started
     )
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
+    try:
+        output, _ = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        output = ""
+    finally:
+        stop(process)
+    assert process.returncode not in (0, None, -signal.SIGTERM, -signal.SIGKILL), output
     assert "Traceback" not in output
     [line] = [line for line in output.splitlines() if name in line]
     assert line.startswith(f"error: {name}=")
