@@ -23,6 +23,7 @@ from pydantic_core import ErrorDetails
 from loan_preprocessing.schema import (
     FEATURE_COLUMNS,
     ID_COLUMN,
+    MAX_LISTED_ERRORS,
     NUMERIC_COLUMNS,
     REQUIRED_COLUMNS,
     TARGET_COLUMN,
@@ -44,7 +45,7 @@ NUMBER_PATTERN: Final = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+
 IGNORED_COLUMNS: Final = (TARGET_COLUMN,)
 KNOWN_COLUMNS: Final = (ID_COLUMN, *FEATURE_COLUMNS, *IGNORED_COLUMNS)
 # Past this many, a file is clearly the wrong one; more messages would not help.
-MAX_REPORTED_PROBLEMS: Final = 20
+MAX_REPORTED_PROBLEMS: Final = MAX_LISTED_ERRORS
 HEADER_LINE: Final = 1
 _SHOWN_VALUE_CHARS: Final = 40
 

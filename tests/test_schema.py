@@ -125,8 +125,16 @@ def test_credit_history_is_a_number_not_a_boolean(value):
 
 
 def test_a_labelled_record_scores_as_the_unlabelled_one():
+    import json
+
+    from loan_preprocessing.schema import predict_request_model
+
     record = EXAMPLE_APPLICATION.model_dump()
-    assert LoanApplication.model_validate({**record, TARGET_COLUMN: "N"}) == EXAMPLE_APPLICATION
+    body = json.dumps({"applications": [{**record, TARGET_COLUMN: "N"}, record]})
+    request = predict_request_model().model_validate_json(body)
+    assert request.applications == [EXAMPLE_APPLICATION, EXAMPLE_APPLICATION]
+    with pytest.raises(ValidationError):  # the label is not a field of an application
+        LoanApplication.model_validate({**record, TARGET_COLUMN: "N"})
 
 
 def test_a_request_with_many_errors_lists_the_first_and_counts_the_rest():
