@@ -152,11 +152,14 @@ class BodyReader:
                 if size > self.max_bytes:
                     return await send_json(send, 413, body_too_large(self.max_bytes), [CLOSE])
                 if self.held_bytes + len(chunk) > self.budget_bytes:
+                    # A declared body is bounded: the server may drain it, so the
+                    # client reads the 429; an undeclared one may never end.
+                    declared = header(scope, b"content-length") is not None
                     return await send_json(
                         send,
                         429,
                         {"error": "Too many requests: too many request bodies in flight"},
-                        [CLOSE],
+                        [] if declared else [CLOSE],
                     )
                 self.held_bytes += len(chunk)
                 chunks.append(chunk)
