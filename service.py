@@ -24,6 +24,7 @@ from loan_preprocessing.csv_rows import CsvValidationError, parse_csv_applicatio
 from loan_preprocessing.decide import Scorer, Unscored
 from loan_preprocessing.model_store import get_model, tag_to_serve
 from loan_preprocessing.schema import Decision, LoanApplication, predict_request_model
+from loan_preprocessing.serving import request_metrics
 from loan_preprocessing.serving import timeout as request_timeout
 from loan_preprocessing.serving.heap import freeze_startup_heap
 from loan_preprocessing.serving.log_filter import quiet_validation_tracebacks
@@ -40,6 +41,8 @@ SETTINGS = ServiceSettings.from_env_or_exit()
 # Before BentoML builds the app: its own request timeout keeps finished
 # requests alive for the whole timeout (see the module).
 request_timeout.install()
+# Likewise: BentoML's request metrics would add series for any path a client sends.
+request_metrics.install()
 # Before any metric exists in a worker: this server's metrics, not every
 # server's under BENTOML_HOME (see the function). The worker's parent is the
 # server's main process.

@@ -23,6 +23,7 @@ from loan_preprocessing.schema import (
     decisions,
     predict_request_model,
 )
+from loan_preprocessing.serving import request_metrics
 from loan_preprocessing.serving import timeout as request_timeout
 from loan_preprocessing.serving.heap import freeze_startup_heap
 from loan_preprocessing.serving.metrics import use_server_multiproc_dir
@@ -33,6 +34,7 @@ SETTINGS = ServiceSettings.from_env_or_exit()
 # Before BentoML builds the app: its own request timeout keeps finished
 # requests alive for the whole timeout (see the module).
 request_timeout.install()
+request_metrics.install()  # as the service does
 # The bench serves this next to the service: each keeps its own metrics.
 use_server_multiproc_dir(os.getppid())
 BASELINE_TAG: Final = "no_model:baseline"

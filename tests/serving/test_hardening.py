@@ -27,6 +27,7 @@ from loan_preprocessing.schema import EXAMPLE_APPLICATION, FEATURE_COLUMNS, ID_C
 from loan_preprocessing.serving.guards import MAX_LISTED_PROBLEMS
 from loan_preprocessing.serving.metrics import FIELD_LABELS
 from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER
+from loan_preprocessing.serving.request_metrics import SYSTEM_ENDPOINTS
 from tests.support.server import BENTOML, ROOT, RunningServer, bentoml_serve, free_port, stop
 
 pytestmark = pytest.mark.e2e
@@ -186,6 +187,18 @@ def test_unknown_keys_add_no_metric_series_and_a_bounded_answer(keyed):
     assert metric_labels(keyed, "loan_validation_failures_total", "field") <= FIELD_LABELS
     assert rss["peak"] - rss["before"] < MAX_GROWTH_BYTES
     assert len(httpx.get(f"{keyed.url}/metrics").content) < 200_000
+
+
+def test_made_up_paths_add_no_request_metric_series(keyed):
+    """BentoML labels its request metrics with the path asked for: every made-up
+    path added a dozen series for good."""
+    with httpx.Client(timeout=30) as client:
+        for i in range(200):
+            assert client.get(f"{keyed.url}/made-up-{i}").status_code in (401, 404)
+    text = httpx.get(f"{keyed.url}/metrics", timeout=30).text
+    endpoints = set(re.findall(r'endpoint="([^"]*)"', text))
+    assert not any("made-up" in endpoint for endpoint in endpoints)
+    assert len(endpoints) <= len(SYSTEM_ENDPOINTS) + 3  # + the two APIs and the assets
 
 
 def test_many_empty_applications_get_a_bounded_answer(keyed):
