@@ -31,6 +31,13 @@ def median_ms(call: Callable[[], object], repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
+def _frame_and_predict_proba(pipeline: Any, applications: list[Any]) -> object:
+    """The classic path: a DataFrame per call, then the pipeline."""
+    from loan_preprocessing.features import to_feature_frame
+
+    return pipeline.predict_proba(to_feature_frame([a.model_dump() for a in applications]))
+
+
 def measure(tag: str, rows: list[dict]) -> dict[str, dict[str, float]]:
     """Median milliseconds per call, per number of rows, for: the pipeline on a
     ready frame; the frame built from validated applications and the pipeline
@@ -67,10 +74,3 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
-
-
-def _frame_and_predict_proba(pipeline: Any, applications: list[Any]) -> object:
-    """The classic path: a DataFrame per call, then the pipeline."""
-    from loan_preprocessing.features import to_feature_frame
-
-    return pipeline.predict_proba(to_feature_frame([a.model_dump() for a in applications]))
