@@ -10,6 +10,7 @@ loaded once per worker.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,18 +24,29 @@ from loan_preprocessing.csv_rows import CsvValidationError, parse_csv_applicatio
 from loan_preprocessing.decide import Scorer, Unscored
 from loan_preprocessing.model_store import get_model, tag_to_serve
 from loan_preprocessing.schema import Decision, LoanApplication, predict_request_model
+from loan_preprocessing.serving import request_metrics
 from loan_preprocessing.serving import timeout as request_timeout
 from loan_preprocessing.serving.heap import freeze_startup_heap
 from loan_preprocessing.serving.log_filter import quiet_validation_tracebacks
-from loan_preprocessing.serving.metrics import domain_metrics, failed_fields
+from loan_preprocessing.serving.metrics import (
+    domain_metrics,
+    failed_fields,
+    use_server_multiproc_dir,
+)
 from loan_preprocessing.serving.prediction_log import PredictionLog
 from loan_preprocessing.serving.settings import ServiceSettings, worker_envs
-from loan_preprocessing.serving.wiring import add_middleware
+from loan_preprocessing.serving.wiring import add_middleware, traffic
 
-SETTINGS = ServiceSettings.from_env()
+SETTINGS = ServiceSettings.from_env_or_exit()
 # Before BentoML builds the app: its own request timeout keeps finished
 # requests alive for the whole timeout (see the module).
 request_timeout.install()
+# Likewise: BentoML's request metrics would add series for any path a client sends.
+request_metrics.install()
+# Before any metric exists in a worker: this server's metrics, not every
+# server's under BENTOML_HOME (see the function). The worker's parent is the
+# server's main process.
+use_server_multiproc_dir(os.getppid())
 MEDIA_TYPES = {"/predict": "application/json", "/predict_csv": "multipart/form-data"}
 # The media type is declared so that BentoML does not rebuild the response's JSON
 # Schema for every answer to find it out (15% of a worker's time on single-row
@@ -60,7 +72,7 @@ def _load_scorer() -> Scorer:
 @bentoml.service(
     workers=SETTINGS.workers,
     threads=SETTINGS.threads,
-    traffic={"timeout": SETTINGS.timeout_seconds, "max_concurrency": SETTINGS.max_concurrency},
+    traffic=traffic(SETTINGS),
     logging={"access": {"enabled": SETTINGS.access_log}},
     envs=worker_envs(SETTINGS),
 )
@@ -112,7 +124,6 @@ class LoanApproval:
         try:
             applications = parse_csv_applications(file, max_rows=SETTINGS.max_applications)
         except CsvValidationError as exc:
-            self.metrics.validation_failures.labels(field=exc.column or "file").inc()
             return JSONResponse(  # type: ignore[return-value]
                 status_code=400,
                 content={
@@ -120,6 +131,7 @@ class LoanApproval:
                     "detail": [
                         {"line": p.line, "column": p.column, "msg": p.message} for p in exc.problems
                     ],
+                    "total": exc.total,
                 },
             )
         decisions = self.scorer.decide(applications)

@@ -10,6 +10,7 @@ BentoML itself (validation, batching, serialization, HTTP).
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, Final
 
 import bentoml
@@ -22,15 +23,20 @@ from loan_preprocessing.schema import (
     decisions,
     predict_request_model,
 )
+from loan_preprocessing.serving import request_metrics
 from loan_preprocessing.serving import timeout as request_timeout
 from loan_preprocessing.serving.heap import freeze_startup_heap
+from loan_preprocessing.serving.metrics import use_server_multiproc_dir
 from loan_preprocessing.serving.settings import ServiceSettings, worker_envs
-from loan_preprocessing.serving.wiring import add_middleware
+from loan_preprocessing.serving.wiring import add_middleware, traffic
 
-SETTINGS = ServiceSettings.from_env()
+SETTINGS = ServiceSettings.from_env_or_exit()
 # Before BentoML builds the app: its own request timeout keeps finished
 # requests alive for the whole timeout (see the module).
 request_timeout.install()
+request_metrics.install()  # as the service does
+# The bench serves this next to the service: each keeps its own metrics.
+use_server_multiproc_dir(os.getppid())
 BASELINE_TAG: Final = "no_model:baseline"
 # A typical probability: the response has the same size as a real one.
 CONSTANT_PROBABILITY: Final = 0.8312345678901234
@@ -40,7 +46,7 @@ CONSTANT_PROBABILITY: Final = 0.8312345678901234
     name="loan_approval_no_model_baseline",
     workers=SETTINGS.workers,
     threads=SETTINGS.threads,
-    traffic={"timeout": SETTINGS.timeout_seconds, "max_concurrency": SETTINGS.max_concurrency},
+    traffic=traffic(SETTINGS),
     logging={"access": {"enabled": SETTINGS.access_log}},
     envs=worker_envs(SETTINGS),
 )

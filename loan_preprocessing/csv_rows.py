@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pydantic_core import ErrorDetails
 from loan_preprocessing.schema import (
     FEATURE_COLUMNS,
     ID_COLUMN,
+    MAX_LISTED_ERRORS,
     NUMERIC_COLUMNS,
     REQUIRED_COLUMNS,
     TARGET_COLUMN,
@@ -33,11 +35,17 @@ from loan_preprocessing.schema import (
 MISSING_CELLS: Final = frozenset(
     {"", "NA", "N/A", "n/a", "NaN", "nan", "-NaN", "-nan", "NULL", "null", "None", "<NA>", "#N/A"}
 )
+# An identifier is the caller's text, echoed exactly: "NA" or "null" is a Loan_ID
+# like any other, and only an empty cell means there is none.
+MISSING_ID_CELLS: Final = frozenset({""})
+# A number as JSON writes one (ASCII digits, optional sign, fraction and exponent):
+# Python's float() also takes "5_720", "٥٧٢٠" and "infinity", which JSON refuses.
+NUMBER_PATTERN: Final = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 # Columns a file may carry that are not inputs: a labelled file scores as it is.
 IGNORED_COLUMNS: Final = (TARGET_COLUMN,)
 KNOWN_COLUMNS: Final = (ID_COLUMN, *FEATURE_COLUMNS, *IGNORED_COLUMNS)
 # Past this many, a file is clearly the wrong one; more messages would not help.
-MAX_REPORTED_PROBLEMS: Final = 20
+MAX_REPORTED_PROBLEMS: Final = MAX_LISTED_ERRORS
 HEADER_LINE: Final = 1
 _SHOWN_VALUE_CHARS: Final = 40
 
@@ -133,13 +141,15 @@ def read_records(text: TextIO | Iterable[str]) -> Iterator[tuple[int, dict[str, 
                     )
                 ]
             )
-        yield (
-            start,
-            {
-                name: None if cell.strip() in MISSING_CELLS else cell.strip()
-                for name, cell in zip(header, cells, strict=True)
-            },
-        )
+        yield start, {name: read_cell(name, cell) for name, cell in zip(header, cells, strict=True)}
+
+
+def read_cell(name: str, text: str) -> str | None:
+    """A cell's text as read, or None when it means "missing" in its column."""
+    if name == ID_COLUMN:
+        return None if text in MISSING_ID_CELLS else text
+    text = text.strip()
+    return None if text in MISSING_CELLS else text
 
 
 def _next_row(reader: Iterator[list[str]]) -> list[str] | None:
@@ -210,14 +220,21 @@ def _typed(name: str, cell: Cell) -> object:
     if cell is None:
         return None
     if name in NUMERIC_COLUMNS:
-        return float(cell)
+        return _number(cell)
     if name == "Dependents":
         # pandas writes 1.0 for 1 when the column has gaps; the schema accepts numbers.
         try:
-            return float(cell)
+            return _number(cell)
         except ValueError:
             return cell
     return cell
+
+
+def _number(cell: str | int | float) -> float:
+    """A cell as a float, for the spellings a JSON number may have only."""
+    if isinstance(cell, str) and not NUMBER_PATTERN.fullmatch(cell):
+        raise ValueError(cell)
+    return float(cell)
 
 
 def _message(error: ErrorDetails, record: Mapping[str, Cell]) -> str:

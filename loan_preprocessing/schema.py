@@ -6,10 +6,20 @@ repeats a column name or a category level.
 
 from __future__ import annotations
 
+import json
 from types import EllipsisType
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 ID_COLUMN: Final = "Loan_ID"
 TARGET_COLUMN: Final = "Loan_Status"
@@ -81,6 +91,23 @@ def _dependents_from_number(value: object) -> object:
     return value
 
 
+def _not_a_boolean(value: object) -> object:
+    """JSON true is not the number 1 (pydantic's Literal[0, 1] would take it)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("literal_error", "Input should be 0 or 1, not true or false")
+    return value
+
+
+# What Dependents accepts, as published in the OpenAPI document.
+DEPENDENTS_JSON_SCHEMA: Final = {
+    "anyOf": [
+        {"enum": list(CATEGORY_LEVELS["Dependents"]), "type": "string"},
+        {"enum": [0, 1, 2, 3], "type": "integer"},
+        {"type": "null"},
+    ],
+}
+
+
 def _number(
     default: EllipsisType | None = ...,
     *,
@@ -128,7 +155,9 @@ class LoanApplication(BaseModel):
         examples=["Yes"],
     )
     Dependents: Annotated[
-        Literal["0", "1", "2", "3+"] | None, BeforeValidator(_dependents_from_number)
+        Literal["0", "1", "2", "3+"] | None,
+        BeforeValidator(_dependents_from_number),
+        WithJsonSchema(DEPENDENTS_JSON_SCHEMA),
     ] = Field(
         default=None,
         description='Number of dependents: "0", "1", "2", "3+" (or the integers 0-3).',
@@ -163,9 +192,10 @@ class LoanApplication(BaseModel):
         ge=MIN_LOAN_TERM_MONTHS,
         le=MAX_LOAN_TERM_MONTHS,
     )
-    Credit_History: Literal[0, 1] | None = Field(
+    Credit_History: Annotated[Literal[0, 1] | None, BeforeValidator(_not_a_boolean)] = Field(
         default=None,
-        description="1 if the credit history meets the guidelines, else 0.",
+        description="1 if the credit history meets the guidelines, else 0 (or null); "
+        "not true/false.",
         examples=[1],
     )
     Property_Area: Literal["Urban", "Semiurban", "Rural"] = Field(
@@ -215,6 +245,62 @@ EXAMPLE_APPLICATION: Final = LoanApplication(
 
 
 DEFAULT_MAX_APPLICATIONS: Final = 5_000
+# A request refused with more errors than this lists the first ones, then one
+# error of type MORE_ERRORS_TYPE whose message starts with how many were left out.
+MAX_LISTED_ERRORS: Final = 20
+MORE_ERRORS_TYPE: Final = "more_errors"
+
+
+def _without_labels(json_data: str | bytes | bytearray) -> str | bytes | bytearray:
+    """The body without a TARGET_COLUMN key in its applications: records exported
+    from the labelled training.csv score as they are (as /predict_csv ignores
+    that column), the label is not an input. Only a body that mentions the
+    target pays for a parse; the rest reach pydantic untouched."""
+    raw = json_data.encode() if isinstance(json_data, str) else bytes(json_data)
+    if TARGET_COLUMN.encode() not in raw:
+        return json_data
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return json_data  # pydantic reports it
+    rows = data.get("applications") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        return json_data
+    data["applications"] = [
+        {k: v for k, v in row.items() if k != TARGET_COLUMN} if isinstance(row, dict) else row
+        for row in rows
+    ]
+    return json.dumps(data)
+
+
+def _first_errors(title: str, json_data: str | bytes | bytearray, total: int) -> ValidationError:
+    """The first MAX_LISTED_ERRORS errors of the applications in `json_data`
+    (validated one by one, stopping there) and a MORE_ERRORS_TYPE error
+    counting the rest of `total`."""
+    data = json.loads(json_data)  # valid JSON: invalid JSON is a single error
+    rows = data.get("applications") if isinstance(data, dict) else None
+    listed: list[InitErrorDetails] = []
+    for index, row in enumerate(rows if isinstance(rows, list) else []):
+        try:
+            LoanApplication.model_validate(row)
+        except ValidationError as exc:
+            listed += [
+                {
+                    "type": PydanticCustomError(error["type"], error["msg"]),
+                    "loc": ("applications", index, *error["loc"]),
+                    "input": error["input"],
+                }
+                for error in exc.errors(include_url=False)
+            ]
+        if len(listed) >= MAX_LISTED_ERRORS:
+            break
+    listed = listed[:MAX_LISTED_ERRORS]
+    more = PydanticCustomError(
+        MORE_ERRORS_TYPE, "{count} more errors not listed", {"count": total - len(listed)}
+    )
+    return ValidationError.from_exception_data(
+        title, [*listed, {"type": more, "loc": (), "input": None}]
+    )
 
 
 def predict_request_model(max_applications: int = DEFAULT_MAX_APPLICATIONS) -> type[BaseModel]:
@@ -224,6 +310,21 @@ def predict_request_model(max_applications: int = DEFAULT_MAX_APPLICATIONS) -> t
 
     class PredictRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
+
+        @classmethod
+        def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Any:
+            """pydantic's, except that the applications' labels are ignored (see
+            `_without_labels`), and that a body with more than MAX_LISTED_ERRORS
+            errors raises with the first of them and a count of the rest: pydantic
+            holds each error in ~1 kB, and one 4 MB body can hold 100,000."""
+            json_data = _without_labels(json_data)
+            try:
+                return super().model_validate_json(json_data, **kwargs)
+            except ValidationError as exc:
+                if exc.error_count() <= MAX_LISTED_ERRORS:
+                    raise
+                total = exc.error_count()
+            raise _first_errors(cls.__name__, json_data, total) from None
 
         applications: list[LoanApplication] = Field(
             min_length=1,

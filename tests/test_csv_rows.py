@@ -99,3 +99,28 @@ def test_file_level_problems(text, line, fragment):
 def test_undecodable_bytes_are_a_validation_error():
     with pytest.raises(CsvValidationError, match="line 2: not UTF-8"):
         parse_csv_applications(f"{HEADER}\n".encode() + b"\xff\xfe,,\n")
+
+
+@pytest.mark.parametrize("loan_id", ["NA", "None", "#N/A", "null", "NaN", " padded ", "=1+1"])
+def test_an_identifier_is_read_exactly_as_written(loan_id):
+    (application,) = parse_csv_applications(f'{HEADER}\n"{loan_id}",Graduate,5720,0,Urban,1\n')
+    assert application.Loan_ID == loan_id
+
+
+def test_an_empty_identifier_is_none():
+    (application,) = parse_csv_applications(f"{HEADER}\n,Graduate,5720,0,Urban,1\n")
+    assert application.Loan_ID is None
+
+
+@pytest.mark.parametrize("number", ["5_720", "\u0665\u0667\u0662\u0660", "infinity", "0x10", "1e"])
+def test_only_json_spellings_of_numbers_are_numbers(number):
+    with pytest.raises(CsvValidationError) as error:
+        parse_csv_applications(f"{HEADER}\nA1,Graduate,{number},0,Urban,1\n")
+    assert error.value.column == "ApplicantIncome"
+
+
+@pytest.mark.parametrize("number", ["5720", "5720.5", "+3", ".5", "5.", "1e3", "1E-3"])
+def test_json_spellings_of_numbers_are_read(number):
+    text = f"{HEADER}\nA1,Graduate,5720,{number},Urban,1\n"
+    (application,) = parse_csv_applications(text)
+    assert application.CoapplicantIncome == float(number)

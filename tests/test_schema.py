@@ -12,6 +12,7 @@ from loan_preprocessing.schema import (
     ID_COLUMN,
     NUMERIC_COLUMNS,
     REQUIRED_COLUMNS,
+    TARGET_COLUMN,
     Decision,
     LoanApplication,
 )
@@ -34,6 +35,7 @@ def test_constants_and_model_agree():
         enums = [
             v
             for option in properties[column].get("anyOf", [properties[column]])
+            if option.get("type") != "integer"  # Dependents also takes 0-3
             for v in option.get("enum", [])
         ]
         assert enums == list(levels), column
@@ -112,3 +114,39 @@ def test_unknown_field_is_refused():
 def test_decision_probability_is_bounded():
     with pytest.raises(ValidationError):
         Decision(Loan_ID=None, Loan_Status="Y", probability=1.5)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_credit_history_is_a_number_not_a_boolean(value):
+    with pytest.raises(ValidationError):
+        LoanApplication.model_validate(
+            {**EXAMPLE_APPLICATION.model_dump(), "Credit_History": value}
+        )
+
+
+def test_a_labelled_record_scores_as_the_unlabelled_one():
+    import json
+
+    from loan_preprocessing.schema import predict_request_model
+
+    record = EXAMPLE_APPLICATION.model_dump()
+    body = json.dumps({"applications": [{**record, TARGET_COLUMN: "N"}, record]})
+    request = predict_request_model().model_validate_json(body)
+    assert request.applications == [EXAMPLE_APPLICATION, EXAMPLE_APPLICATION]
+    with pytest.raises(ValidationError):  # the label is not a field of an application
+        LoanApplication.model_validate({**record, TARGET_COLUMN: "N"})
+
+
+def test_a_request_with_many_errors_lists_the_first_and_counts_the_rest():
+    import json
+
+    from loan_preprocessing.schema import MAX_LISTED_ERRORS, MORE_ERRORS_TYPE, predict_request_model
+
+    body = json.dumps({"applications": [{"Gender": "X"}] * 100})
+    with pytest.raises(ValidationError) as caught:
+        predict_request_model().model_validate_json(body)
+    errors = caught.value.errors()
+    assert len(errors) == MAX_LISTED_ERRORS + 1
+    assert errors[0]["loc"] == ("applications", 0, "Gender")
+    assert errors[-1]["type"] == MORE_ERRORS_TYPE
+    assert errors[-1]["msg"].startswith(f"{100 * 5 - MAX_LISTED_ERRORS} more")

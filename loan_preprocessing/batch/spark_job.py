@@ -30,6 +30,7 @@ otherwise as pickled rows through the same pandas batch function (slower).
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import io
 import json
@@ -48,12 +49,13 @@ import numpy as np
 import pandas as pd
 
 import loan_preprocessing
+from loan_preprocessing.batch.csv_output import FORMULA_ESCAPE, FORMULA_TRIGGERS
 from loan_preprocessing.csv_rows import (
-    MISSING_CELLS,
     Cell,
     CsvValidationError,
     application_from_record,
     check_header,
+    read_cell,
 )
 from loan_preprocessing.decide import Scorer, Unscored
 from loan_preprocessing.environment import apply_project_defaults
@@ -157,7 +159,7 @@ def score_frames(batches: Iterable[pd.DataFrame], package: ModelPackage) -> Iter
 def score_frame(batch: pd.DataFrame, model: Scorer) -> pd.DataFrame:
     """Validate each row with the API's schema; score the valid ones exactly as
     POST /predict does (its Scorer), keep the errors of the others."""
-    records = [{name: _cell(row.get(name)) for name in INPUT_COLUMNS} for row in _rows(batch)]
+    records = [{name: _cell(name, row.get(name)) for name in INPUT_COLUMNS} for row in _rows(batch)]
     valid: list[Any] = []
     valid_at: list[int] = []
     errors: list[str | None] = [None] * len(records)
@@ -198,19 +200,42 @@ def _rows(batch: pd.DataFrame) -> list[dict[str, Any]]:
     return batch.to_dict("records")
 
 
-def _cell(value: object) -> Cell:
-    """A cell as csv_rows expects it: missing as None, text stripped, numpy scalars
-    as Python ones (pydantic's strict numbers refuse numpy types)."""
+def _cell(name: str, value: object) -> Cell:
+    """A cell as csv_rows expects it: missing as None, text read as csv_rows reads
+    it (identifiers exactly), numpy scalars as Python ones (pydantic's strict
+    numbers refuse numpy types)."""
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, np.generic):
-        return _cell(value.item())
+        return _cell(name, value.item())
     if isinstance(value, str):
-        value = value.strip()
-        return None if value in MISSING_CELLS else value
+        return read_cell(name, value)
     if isinstance(value, int | float):
         return value
     return str(value)
+
+
+def formulas_neutralised(frame: DataFrame) -> DataFrame:
+    """`frame` with every text cell that a spreadsheet would run as a formula
+    quoted, as csv_output does for the other CSV writers."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType
+
+    def inert(name: str) -> Any:
+        cell = F.col(name)
+        formula = functools.reduce(
+            lambda either, trigger: either | cell.startswith(trigger),
+            FORMULA_TRIGGERS[1:],
+            cell.startswith(FORMULA_TRIGGERS[0]),
+        )
+        return F.when(formula, F.concat(F.lit(FORMULA_ESCAPE), cell)).otherwise(cell).alias(name)
+
+    return frame.select(
+        *[
+            inert(field.name) if isinstance(field.dataType, StringType) else F.col(field.name)
+            for field in frame.schema.fields
+        ]
+    )
 
 
 def _text(value: object) -> str | None:
@@ -302,6 +327,7 @@ def score_file(
     results = score_dataframe(spark, read_applications(spark, input_path), package)
     # Both outputs come from one pass over the input: validation and scoring run once.
     results = results.persist(StorageLevel.MEMORY_AND_DISK)
+    mode = "overwrite" if overwrite else "errorifexists"
     try:
         counts = {}
         for name, condition, columns in (
@@ -309,12 +335,12 @@ def score_file(
             (REJECTED_DIR, F.col(ERROR_COLUMN).isNotNull(), REJECTED_COLUMNS),
         ):
             part = results.where(condition).select(*columns)
-            writer = part.write.mode("overwrite" if overwrite else "errorifexists")
             target = str(Path(output_dir) / name)
             if output_format == "csv":
+                writer = formulas_neutralised(part).write.mode(mode)
                 writer.option("header", True).csv(target)
             else:
-                writer.parquet(target)
+                part.write.mode(mode).parquet(target)
             counts[name] = part.count()
     finally:
         results.unpersist()

@@ -6,15 +6,30 @@ when a worker starts, and metrics made before that would never reach /metrics.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 
+from loan_preprocessing.schema import FEATURE_COLUMNS, ID_COLUMN, TARGET_COLUMN
+
 PROBABILITY_BUCKETS: Final = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+# The `field` label of loan_validation_failures_total takes its values from this
+# closed set: a name a client made up (an unknown JSON key or CSV column) counts
+# as OTHER_FIELD, so no request can add a series.
+OTHER_FIELD: Final = "other"
+WHOLE_BODY: Final = "body"
+FIELD_LABELS: Final = frozenset(
+    {ID_COLUMN, *FEATURE_COLUMNS, TARGET_COLUMN, "applications", "file", WHOLE_BODY, OTHER_FIELD}
+)
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+_MARK: Final = ".server-"
 
 
 @dataclass(frozen=True)
@@ -92,11 +107,52 @@ def observe_many(histogram: Any, values: Iterable[float]) -> None:
 
 
 def failed_fields(error_detail: Iterable[dict[str, Any]]) -> list[str]:
-    """The field each validation error names: the last string in its location
-    (["applications", 3, "ApplicantIncome"] -> "ApplicantIncome"); "body" when
-    the error is about the whole body (invalid JSON)."""
+    """The label of the field each problem of a 400 answer names: the last string
+    in its location (["applications", 3, "ApplicantIncome"] -> "ApplicantIncome")
+    or its CSV column; "body" when it is about the whole body (invalid JSON);
+    OTHER_FIELD for any name outside FIELD_LABELS."""
     fields = []
     for error in error_detail:
         names = [part for part in error.get("loc", []) if isinstance(part, str)]
-        fields.append(names[-1] if names else "body")
+        if error.get("column"):
+            names.append(str(error["column"]))
+        field = names[-1] if names else WHOLE_BODY
+        fields.append(field if field in FIELD_LABELS else OTHER_FIELD)
     return fields
+
+
+def use_server_multiproc_dir(server_pid: int, environ: Any = os.environ) -> Path | None:
+    """In a BentoML worker, move prometheus_client's multiprocess directory to one
+    of this server's own, `<BentoML's directory>.<server pid>-<its start time>`,
+    and return it (None outside a worker).
+
+    BentoML gives every server under one BENTOML_HOME the same directory and
+    empties it when a server starts, so a second server in the same checkout
+    wiped the first one's metrics and mixed in its own. The workers of one server
+    share its main process, whose pid and start time name the directory; one
+    left by a server that has stopped is removed. Must run before the first
+    metric is made in the worker (prometheus_client reads the variable then).
+    """
+    import psutil
+
+    shared = environ.get(MULTIPROC_ENV)
+    if not shared or _MARK in Path(shared).name:
+        return None
+    started = int(psutil.Process(server_pid).create_time())
+    own = Path(f"{shared}{_MARK}{server_pid}-{started}")
+    own.mkdir(exist_ok=True)
+    for stale in Path(shared).parent.glob(f"{Path(shared).name}{_MARK}*"):
+        if stale != own and not _server_alive(stale.name.rpartition(_MARK)[2]):
+            shutil.rmtree(stale, ignore_errors=True)
+    environ[MULTIPROC_ENV] = str(own)
+    return own
+
+
+def _server_alive(name: str) -> bool:
+    import psutil
+
+    pid, _, started = name.partition("-")
+    try:
+        return int(psutil.Process(int(pid)).create_time()) == int(started)
+    except (ValueError, psutil.Error):
+        return False

@@ -1,23 +1,37 @@
-"""ASGI middleware in front of the BentoML app: body-size limit, API key, and
-the X-Model-Tag response header. Plain ASGI so they work on any server."""
+"""The front of the service: body-size limit, API key, body reception and the
+concurrency limit, in that order (serving/wiring.py), before anything else reads
+a byte of the body. Plain ASGI, so they work on any server.
+
+A request holds one of the worker's concurrency slots only once its whole body
+has arrived: a client that sends its headers and then stalls costs a socket and
+the bytes it sent, never a slot, and is cut off after LOAN_BODY_IDLE_SECONDS.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+logger = logging.getLogger(__name__)
+
 MODEL_TAG_HEADER: Final = "X-Model-Tag"
-# Probes and metrics stay open even when an API key is set.
+# Probes, metrics and the API page stay open even when an API key is set.
 OPEN_PATHS: Final = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/"})
+OPEN_PREFIXES: Final = ("/docs", "/static_content/")
+# Methods whose body the service never reads.
+BODILESS_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+CLOSE: Final = (b"connection", b"close")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
 
 
-async def _send_json(
+async def send_json(
     send: Send, status: int, body: dict[str, Any], headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
     payload = json.dumps(body).encode()
@@ -35,74 +49,159 @@ async def _send_json(
     await send({"type": "http.response.body", "body": payload})
 
 
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of header `name` (lower case), or None."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def body_too_large(max_bytes: int) -> dict[str, str]:
+    return {"error": f"request body is larger than the limit of {max_bytes} bytes"}
+
+
 class BodySizeLimit:
-    """Answer 413 to bodies over `max_bytes`: at once when Content-Length says so;
-    a body without one (chunked) is read up to the limit first, and refused as soon
-    as it passes it, so an endless stream never reaches memory or the app."""
+    """413 at once, before a byte is read, when Content-Length is over `max_bytes`
+    (or is not a number). A body without a length is counted as it arrives, by
+    BodyReader."""
 
     def __init__(self, app: Any, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None:
-            if not declared.isdigit() or int(declared) > self.max_bytes:
-                return await self._refuse(send)
-            return await self.app(scope, receive, send)
-        messages, size = [], 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                return await self._refuse(send)
-            if not message.get("more_body", False):
-                break
-
-        async def replay() -> dict[str, Any]:
-            return messages.pop(0) if messages else await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, send: Send) -> None:
-        await _send_json(
-            send,
-            413,
-            {"error": f"request body is larger than the limit of {self.max_bytes} bytes"},
-            [(b"connection", b"close")],
-        )
+        if scope["type"] == "http" and scope["method"] not in BODILESS_METHODS:
+            declared = header(scope, b"content-length")
+            if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+                return await send_json(send, 413, body_too_large(self.max_bytes), [CLOSE])
+        await self.app(scope, receive, send)
 
 
 class BearerAuth:
-    """When `api_key` is set, every path but the open ones needs it as a Bearer token."""
+    """When `api_key` is set, every path but the open ones needs it as a bearer
+    token; the scheme's name is case-insensitive (RFC 7235), the key is not."""
 
     def __init__(self, app: Any, api_key: str | None) -> None:
         self.app = app
-        self.expected = f"Bearer {api_key}".encode() if api_key else None
+        self.expected = api_key.encode() if api_key else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             self.expected is None
             or scope["type"] != "http"
             or scope["path"] in OPEN_PATHS
-            or scope["path"].startswith("/docs")
+            or scope["path"].startswith(OPEN_PREFIXES)
         ):
             return await self.app(scope, receive, send)
-        given = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, token = (header(scope, b"authorization") or b"").partition(b" ")
         # compare_digest: the time taken must not reveal how much of the key matched.
-        if not hmac.compare_digest(given, self.expected):
-            return await _send_json(
+        valid = scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.expected)
+        if not valid:
+            # Connection: close, so an unread body is dropped, not read to its end.
+            return await send_json(
                 send,
                 401,
                 {"error": "missing or wrong API key: send 'Authorization: Bearer <key>'"},
-                [(b"www-authenticate", b"Bearer")],
+                [(b"www-authenticate", b"Bearer"), CLOSE],
             )
         await self.app(scope, receive, send)
+
+
+class BodyReader:
+    """Receive the whole body before the request goes further, then replay it.
+
+    408 when `idle_seconds` pass without a byte (a slow but steady upload is
+    fine); 413 as soon as a body without Content-Length passes `max_bytes`; 429
+    when the bodies held by this worker would pass `budget_bytes`, so receiving
+    bodies outside the concurrency slots cannot exhaust memory. A client that
+    goes away mid-body is one log line, not a traceback.
+    """
+
+    def __init__(self, app: Any, max_bytes: int, idle_seconds: float, budget_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.idle_seconds = idle_seconds
+        self.budget_bytes = budget_bytes
+        self.held_bytes = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in BODILESS_METHODS:
+            return await self.app(scope, receive, send)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                try:
+                    message = await asyncio.wait_for(receive(), self.idle_seconds)
+                except TimeoutError:
+                    return await send_json(
+                        send,
+                        408,
+                        {
+                            "error": f"no part of the request body arrived for "
+                            f"{self.idle_seconds:g} seconds"
+                        },
+                        [CLOSE],
+                    )
+                if message["type"] == "http.disconnect":
+                    logger.info("%s %s: the client left before sending its body", *_where(scope))
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_bytes:
+                    return await send_json(send, 413, body_too_large(self.max_bytes), [CLOSE])
+                if self.held_bytes + len(chunk) > self.budget_bytes:
+                    # A declared body is bounded: the server may drain it, so the
+                    # client reads the 429; an undeclared one may never end.
+                    declared = header(scope, b"content-length") is not None
+                    return await send_json(
+                        send,
+                        429,
+                        {"error": "Too many requests: too many request bodies in flight"},
+                        [] if declared else [CLOSE],
+                    )
+                self.held_bytes += len(chunk)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            replayed = False
+
+            async def replay() -> dict[str, Any]:
+                nonlocal replayed
+                if replayed:
+                    # After the body, only a disconnect can come.
+                    return dict(await receive())
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+            await self.app(scope, replay, send)
+        finally:
+            self.held_bytes -= sum(len(chunk) for chunk in chunks)
+
+
+def _where(scope: Scope) -> tuple[str, str]:
+    return scope["method"], scope["path"]
+
+
+class ConcurrencyLimit:
+    """429 at once to an API request that finds every slot of this worker taken.
+    It stands after BodyReader, so a slot is held only by a request whose body
+    has arrived (BentoML's own limit, which would hold slots from the first
+    header, is not used)."""
+
+    def __init__(self, app: Any, paths: frozenset[str], slots: int) -> None:
+        self.app = app
+        self.paths = paths
+        self.semaphore = asyncio.Semaphore(slots)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            return await self.app(scope, receive, send)
+        if self.semaphore.locked():
+            return await send_json(send, 429, {"error": "Too many requests"})
+        async with self.semaphore:
+            await self.app(scope, receive, send)
 
 
 class ModelTagHeader:
@@ -129,196 +228,3 @@ class ModelTagHeader:
             await send(message)
 
         await self.app(scope, receive, send_with_tag)
-
-
-class ValidationFailureCounter:
-    """Reports the fields named by each 400 answer of the API paths (to count
-    validation failures by field), without changing or delaying the answer."""
-
-    def __init__(
-        self, app: Any, paths: frozenset[str], on_failure: Callable[[list[dict[str, Any]]], None]
-    ) -> None:
-        self.app = app
-        self.paths = paths
-        self.on_failure = on_failure
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.paths:
-            return await self.app(scope, receive, send)
-        status = 0
-        body = bytearray()
-
-        async def watching_send(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body" and status == 400:
-                body.extend(message.get("body", b""))
-                if not message.get("more_body", False):
-                    self._report(bytes(body))
-            await send(message)
-
-        await self.app(scope, receive, watching_send)
-
-    def _report(self, body: bytes) -> None:
-        try:
-            detail = json.loads(body).get("detail")
-        except (ValueError, AttributeError):
-            return
-        if isinstance(detail, list):
-            self.on_failure(detail)
-
-
-# BentoML documents a 400 body's "detail" as a string, but sends pydantic's list
-# of errors there; the published contract must describe what clients receive.
-VALIDATION_DETAIL_SCHEMA: Final = {
-    "title": "Error Detail",
-    "anyOf": [
-        {"type": "string"},
-        {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "loc": {
-                        "type": "array",
-                        "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
-                    },
-                    "msg": {"type": "string"},
-                    "type": {"type": "string"},
-                    "line": {"type": "integer"},
-                    "column": {"type": ["string", "null"]},
-                },
-            },
-        },
-    ],
-}
-OPENAPI_VERSION: Final = "3.1.0"
-EXTRA_RESPONSES: Final = {
-    "401": "Missing or wrong API key (only when LOAN_API_KEY is set).",
-    "413": "Request body larger than LOAN_MAX_BODY_BYTES.",
-    "429": "Too many requests in flight; retry after a short, jittered backoff.",
-    "504": "Not answered within LOAN_TIMEOUT_SECONDS; retry with backoff.",
-}
-
-
-class OpenApiCorrections:
-    """Rewrites /docs.json so it matches the service: the real shape of 400
-    bodies, and the 401/413/429/504 answers the middleware and BentoML give."""
-
-    def __init__(self, app: Any, api_paths: frozenset[str]) -> None:
-        self.app = app
-        self.api_paths = api_paths
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/docs.json":
-            return await self.app(scope, receive, send)
-        start: dict[str, Any] = {}
-        body = bytearray()
-
-        async def capture(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                start.update(message)
-                return
-            body.extend(message.get("body", b""))
-            if message.get("more_body", False):
-                return
-            payload = self._corrected(bytes(body)) if start.get("status") == 200 else bytes(body)
-            headers = [
-                (k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"
-            ]
-            await send(
-                {**start, "headers": [*headers, (b"content-length", str(len(payload)).encode())]}
-            )
-            await send({"type": "http.response.body", "body": payload})
-
-        await self.app(scope, receive, capture)
-
-    def _corrected(self, body: bytes) -> bytes:
-        spec = json.loads(body)
-        # The schemas are pydantic's JSON Schema 2020-12 ("type": "null", numeric
-        # exclusiveMinimum, "examples"): that is OpenAPI 3.1, not the 3.0.2 BentoML
-        # declares, and tools that trust 3.0.2 misread them. Swagger UI reads 3.1.
-        spec["openapi"] = OPENAPI_VERSION
-        invalid = spec.get("components", {}).get("schemas", {}).get("InvalidArgument")
-        if invalid is not None:
-            invalid.setdefault("properties", {})["detail"] = VALIDATION_DETAIL_SCHEMA
-        for path in self.api_paths:
-            for operation in spec.get("paths", {}).get(path, {}).values():
-                responses = operation.setdefault("responses", {})
-                for status, description in EXTRA_RESPONSES.items():
-                    responses.setdefault(status, {"description": description})
-        return json.dumps(spec).encode()
-
-
-class ContentTypeGuard:
-    """Refuse, with 415 or 400, what BentoML would otherwise turn into a 500: a
-    body in a media type the API does not take, or multipart data that does not
-    parse. `accepted` maps each API path to its one media type."""
-
-    def __init__(self, app: Any, accepted: dict[str, str]) -> None:
-        self.app = app
-        self.accepted = accepted
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        expected = self.accepted.get(scope["path"]) if scope["type"] == "http" else None
-        if expected is None or scope["method"] != "POST":
-            return await self.app(scope, receive, send)
-        header = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
-        media_type, _, params = header.partition(";")
-        media_type = media_type.strip().lower() or "application/json"
-        if media_type != expected:
-            return await _send_json(
-                send,
-                415,
-                {"error": f"Content-Type {media_type!r} is not accepted here; send {expected}"},
-            )
-        if expected != "multipart/form-data":
-            return await self.app(scope, receive, send)
-        boundary = _parameter(params, "boundary")
-        messages = await _read_body(receive)
-        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
-        if not boundary or not _multipart_parses(body, boundary):
-            return await _send_json(
-                send,
-                400,
-                {
-                    "error": "the body is not valid multipart/form-data; upload the CSV file as "
-                    "the form field 'file' (curl -F file=@applications.csv)"
-                },
-            )
-
-        async def replay() -> dict[str, Any]:
-            return messages.pop(0) if messages else await receive()
-
-        await self.app(scope, replay, send)
-
-
-def _parameter(params: str, name: str) -> str | None:
-    for part in params.split(";"):
-        key, _, value = part.partition("=")
-        if key.strip().lower() == name:
-            return value.strip().strip('"') or None
-    return None
-
-
-async def _read_body(receive: Receive) -> list[dict[str, Any]]:
-    """Every message of the request body (the size limit has already applied)."""
-    messages = []
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            return messages
-
-
-def _multipart_parses(body: bytes, boundary: str) -> bool:
-    from python_multipart.multipart import MultipartParser
-
-    try:
-        parser = MultipartParser(boundary.encode("latin-1"), callbacks={})
-        parser.write(body)
-        parser.finalize()
-    except Exception:  # any parse error means the same thing to the caller
-        return False
-    return True

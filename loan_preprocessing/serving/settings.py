@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
+from typing import Annotated, Final
 
-from pydantic import PositiveFloat, PositiveInt, ValidationError
+from pydantic import PositiveFloat, PositiveInt, StringConstraints, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loan_preprocessing.model_store import MODEL_NAME
 
 ENV_PREFIX: Final = "LOAN_"
+# Never shown in a message, even when refused.
+SECRET_FIELDS: Final = frozenset({"api_key"})
 
 
 class SettingsError(ValueError):
@@ -31,8 +34,10 @@ class ServiceSettings(BaseSettings):
     # Bodies above this are refused with 413 before they are read into memory.
     max_body_bytes: PositiveInt = 4_000_000
     max_applications: PositiveInt = 5_000
-    # When set, /predict needs "Authorization: Bearer <api_key>".
-    api_key: str | None = None
+    # When set, the APIs need "Authorization: Bearer <api_key>". Surrounding
+    # whitespace is dropped: a Secret made from a file often ends in a newline,
+    # which no client sends back.
+    api_key: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None = None
     # The key read from this file instead, once at start (a mounted Kubernetes
     # Secret: unlike an environment variable, a file is not inherited by every
     # child process nor readable in /proc/<pid>/environ). A named file that is
@@ -42,9 +47,13 @@ class ServiceSettings(BaseSettings):
     threads: PositiveInt = 1
     # A request still waiting after this many seconds gets 504.
     timeout_seconds: PositiveFloat = 10.0
-    # Requests in flight above this get 429 at once. BentoML divides it evenly
-    # over the workers (each of 2 workers refuses its 65th).
+    # Requests in flight above this get 429 at once; divided evenly over the
+    # workers (each of 2 workers refuses its 65th). A request counts once its
+    # body has arrived.
     max_concurrency: PositiveInt = 128
+    # A request body with no byte arriving for this long is answered 408 and
+    # dropped: a stalled client must not hold a connection's memory for long.
+    body_idle_seconds: PositiveFloat = 5.0
     max_batch_size: PositiveInt = 1_000
     max_latency_ms: PositiveInt = 500
     access_log: bool = False
@@ -76,13 +85,29 @@ class ServiceSettings(BaseSettings):
                 )
         except ValidationError as exc:
             error = exc.errors()[0]
-            name = f"{ENV_PREFIX}{str(error['loc'][0]).upper()}"
-            raise SettingsError(f"{name}={error['input']!r}: {error['msg']}") from None
+            field = str(error["loc"][0])
+            name = f"{ENV_PREFIX}{field.upper()}"
+            shown = "<hidden>" if field in SECRET_FIELDS else repr(error["input"])
+            raise SettingsError(f"{name}={shown}: {error['msg']}") from None
         if settings.api_key_file is None:
             return settings
         if settings.api_key is not None:
             raise SettingsError(f"set {ENV_PREFIX}API_KEY or {ENV_PREFIX}API_KEY_FILE, not both")
         return settings.model_copy(update={"api_key": _read_api_key(settings.api_key_file)})
+
+    @classmethod
+    def from_env_or_exit(cls) -> ServiceSettings:
+        """`from_env()`, or exit with the one-line message of SettingsError (no
+        traceback: the operator needs the variable, not the code)."""
+        try:
+            return cls.from_env()
+        except SettingsError as exc:
+            raise SystemExit(f"error: {exc}") from None
+
+    @property
+    def slots_per_worker(self) -> int:
+        """Requests one worker handles at once (as BentoML divided max_concurrency)."""
+        return math.ceil(self.max_concurrency / self.workers)
 
     @classmethod
     def variable_names(cls) -> frozenset[str]:

@@ -1,4 +1,4 @@
-"""The service's ASGI middleware, added in one place and one order.
+"""The service's ASGI middleware, added in one place and in one order.
 
 Used by service.py and by the bench's no-model ceiling, so the ceiling pays for
 exactly the middleware the service runs.
@@ -11,15 +11,70 @@ from typing import Any
 
 import bentoml
 
+from loan_preprocessing.schema import TARGET_COLUMN, LoanApplication, predict_request_model
+from loan_preprocessing.serving.guards import (
+    JSON_MEDIA_TYPE,
+    ContentTypeGuard,
+    ErrorBodies,
+    JsonBodyGuard,
+)
 from loan_preprocessing.serving.middleware import (
     BearerAuth,
+    BodyReader,
     BodySizeLimit,
-    ContentTypeGuard,
+    ConcurrencyLimit,
     ModelTagHeader,
-    OpenApiCorrections,
-    ValidationFailureCounter,
 )
+from loan_preprocessing.serving.openapi import DocsPage, OpenApiCorrections
 from loan_preprocessing.serving.settings import ServiceSettings
+
+Layer = tuple[type, dict[str, Any]]
+
+
+def middleware_stack(
+    settings: ServiceSettings,
+    *,
+    media_types: Mapping[str, str],
+    model_tag: Callable[[], str],
+    on_validation_failure: Callable[[list[dict[str, Any]]], None],
+) -> list[Layer]:
+    """The middleware with their options, OUTERMOST FIRST: a request meets them in
+    this order. The size limit and the key come before anything reads the body;
+    the body is received (with its idle timeout) before a concurrency slot is
+    taken; only then is it checked and handed to BentoML."""
+    api_paths = frozenset(media_types)
+    json_paths = frozenset(p for p, t in media_types.items() if t == JSON_MEDIA_TYPE)
+    known_keys = frozenset(
+        {*predict_request_model().model_fields, *LoanApplication.model_fields, TARGET_COLUMN}
+    )
+    return [
+        (BodySizeLimit, {"max_bytes": settings.max_body_bytes}),
+        (BearerAuth, {"api_key": settings.api_key}),
+        (
+            BodyReader,
+            {
+                "max_bytes": settings.max_body_bytes,
+                "idle_seconds": settings.body_idle_seconds,
+                # Bodies received but not yet answered hold at most what the
+                # slots could: memory stays bounded however many clients upload.
+                "budget_bytes": settings.slots_per_worker * settings.max_body_bytes,
+            },
+        ),
+        (ConcurrencyLimit, {"paths": api_paths, "slots": settings.slots_per_worker}),
+        (ModelTagHeader, {"model_tag": model_tag}),
+        (DocsPage, {}),
+        (
+            OpenApiCorrections,
+            {
+                "api_paths": api_paths,
+                "model_tag": model_tag,
+                "key_required": settings.api_key is not None,
+            },
+        ),
+        (ErrorBodies, {"paths": api_paths, "on_failure": on_validation_failure}),
+        (ContentTypeGuard, {"accepted": media_types}),
+        (JsonBodyGuard, {"paths": json_paths, "known_keys": known_keys}),
+    ]
 
 
 def add_middleware(
@@ -30,15 +85,20 @@ def add_middleware(
     model_tag: Callable[[], str],
     on_validation_failure: Callable[[list[dict[str, Any]]], None],
 ) -> None:
-    """Add the middleware to `service`; `media_types` maps each API route to the
-    request media type it accepts."""
-    api_paths = frozenset(media_types)
-    # Outermost last: the size limit runs first, then the key, then the rest.
-    service.add_asgi_middleware(OpenApiCorrections, api_paths=api_paths)
-    service.add_asgi_middleware(ContentTypeGuard, accepted=media_types)
-    service.add_asgi_middleware(
-        ValidationFailureCounter, paths=api_paths, on_failure=on_validation_failure
-    )
-    service.add_asgi_middleware(ModelTagHeader, model_tag=model_tag)
-    service.add_asgi_middleware(BearerAuth, api_key=settings.api_key)
-    service.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    """Add the middleware of `middleware_stack` to `service`; `media_types` maps
+    each API route to the request media type it accepts."""
+    # Starlette makes the first middleware added the outermost, so adding the
+    # stack in its order keeps that order.
+    for middleware, options in middleware_stack(
+        settings,
+        media_types=media_types,
+        model_tag=model_tag,
+        on_validation_failure=on_validation_failure,
+    ):
+        service.add_asgi_middleware(middleware, **options)
+
+
+def traffic(settings: ServiceSettings) -> dict[str, float]:
+    """BentoML's traffic options: its request timeout only. Its concurrency limit
+    would take a slot before the body arrives; ConcurrencyLimit replaces it."""
+    return {"timeout": settings.timeout_seconds}

@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
+from loan_preprocessing.batch.csv_output import neutralised
 from loan_preprocessing.features import to_feature_frame
 from loan_preprocessing.model_store import PIPELINE_FILE, ModelLoadError
 from loan_preprocessing.schema import APPROVED, ID_COLUMN, REJECTED, TARGET_COLUMN
@@ -254,3 +255,21 @@ def test_command_line_exits_non_zero_on_rejected_rows_when_asked(real_model, tmp
     assert "1 rows were rejected" in result.stderr
     assert (tmp_path / "out" / SCORED_DIR / "_SUCCESS").is_file()
     assert (tmp_path / "out" / REJECTED_DIR / "_SUCCESS").is_file()
+
+
+def test_csv_output_neutralises_formulas_and_keeps_identifiers(spark, real_model, tmp_path):
+    """Spark's CSV output is as safe to open in a spreadsheet as the service's,
+    and an identifier that looks like a missing value is still echoed."""
+    stored, _ = real_model
+    good = csv_rows_of_real_test_file()[0]
+    ids = ["=cmd|' /C calc'!A0", "@SUM(1)", "+1", "-1", "NA", "#N/A", "null", "LP1"]
+    rows = [{**good, ID_COLUMN: loan_id} for loan_id in ids]
+    rows.append({**good, ID_COLUMN: "=BAD", "Gender": "X"})  # a rejected row
+    source = write_csv(tmp_path / "hostile.csv", rows)
+    spark_job.score_file(
+        spark, source, tmp_path / "out", output_format="csv", model_tag=str(stored.tag)
+    )
+    scored = read_output(spark, tmp_path / "out" / SCORED_DIR, "csv")
+    rejected = read_output(spark, tmp_path / "out" / REJECTED_DIR, "csv")
+    assert sorted(r[ID_COLUMN] for r in scored) == sorted(neutralised(loan_id) for loan_id in ids)
+    assert [r[ID_COLUMN] for r in rejected] == ["'=BAD"]

@@ -49,3 +49,21 @@ def test_a_bad_value_is_one_line_naming_the_variable(name, value):
     message = str(error.value)
     assert message.startswith(f"{name}={value!r}: ")
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("given", ["k3y\n", "  k3y ", "\tk3y\r\n"])
+def test_the_api_key_loses_surrounding_whitespace(given):
+    assert ServiceSettings.from_env({"LOAN_API_KEY": given}).api_key == "k3y"
+
+
+def test_a_blank_api_key_is_refused_without_showing_it():
+    with pytest.raises(SettingsError) as error:
+        ServiceSettings.from_env({"LOAN_API_KEY": " \n"})
+    assert str(error.value).startswith("LOAN_API_KEY=<hidden>: ")
+
+
+def test_from_env_or_exit_exits_with_the_one_line(monkeypatch):
+    monkeypatch.setenv("LOAN_BODY_IDLE_SECONDS", "soon")
+    with pytest.raises(SystemExit) as stop:
+        ServiceSettings.from_env_or_exit()
+    assert str(stop.value).startswith("error: LOAN_BODY_IDLE_SECONDS='soon': ")

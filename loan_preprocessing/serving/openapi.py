@@ -1,0 +1,186 @@
+"""The API page and its OpenAPI document, as the service really behaves.
+
+BentoML publishes a 3.0.2 document titled after the class, with version "None",
+its own description, no 401/408/413/415/429/503/504 answers and no security
+scheme, and serves a Swagger page that loads Google Tag Manager. These
+middleware correct the document and serve a page of our own that loads nothing
+but BentoML's packaged Swagger UI assets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, Final
+
+from loan_preprocessing.serving.middleware import Receive, Scope, Send
+
+API_TITLE: Final = "Loan approval API"
+API_DESCRIPTION: Final = (
+    "Decides loan applications with the stored scikit-learn model named in the "
+    "version (and in each answer's X-Model-Tag header). POST /predict takes JSON "
+    "applications, POST /predict_csv a CSV file in the Loan Prediction data set's "
+    "format; both answer in the applications' order with Loan_Status (Y/N) and "
+    "the approval probability. A 400 lists the first problems, naming row and field, "
+    "and how many there were in all."
+)
+BEARER_SCHEME: Final = "bearerAuth"
+# BentoML documents a 400 body's "detail" as a string, but sends a list of
+# problems there; the published contract must describe what clients receive.
+VALIDATION_DETAIL_SCHEMA: Final = {
+    "title": "Error Detail",
+    "anyOf": [
+        {"type": "string"},
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "loc": {
+                        "type": "array",
+                        "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+                    },
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                    "line": {"type": "integer"},
+                    "column": {"type": ["string", "null"]},
+                },
+            },
+        },
+    ],
+}
+TOTAL_SCHEMA: Final = {"type": "integer", "description": "How many problems there were in all."}
+OPENAPI_VERSION: Final = "3.1.0"
+EXTRA_RESPONSES: Final = {
+    "401": "Missing or wrong API key (only when LOAN_API_KEY is set).",
+    "408": "No part of the body arrived for LOAN_BODY_IDLE_SECONDS.",
+    "413": "Request body larger than LOAN_MAX_BODY_BYTES.",
+    "415": "Content-Type is not the one this route takes.",
+    "429": "Too many requests in flight; retry after a short, jittered backoff.",
+    "503": "Not ready (starting or stopping); retry with backoff.",
+    "504": "Not answered within LOAN_TIMEOUT_SECONDS; retry with backoff.",
+}
+
+
+class OpenApiCorrections:
+    """Rewrites /docs.json so it matches the service: title, description and the
+    served model tag as version, the real shape of 400 bodies, the answers the
+    middleware and BentoML give, and the bearer scheme when a key is required."""
+
+    def __init__(
+        self,
+        app: Any,
+        api_paths: frozenset[str],
+        model_tag: Callable[[], str],
+        key_required: bool,
+    ) -> None:
+        self.app = app
+        self.api_paths = api_paths
+        self.model_tag = model_tag
+        self.key_required = key_required
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/docs.json":
+            return await self.app(scope, receive, send)
+        start: dict[str, Any] = {}
+        body = bytearray()
+
+        async def capture(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            body.extend(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            payload = self.corrected(bytes(body)) if start.get("status") == 200 else bytes(body)
+            headers = [
+                (k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"
+            ]
+            await send(
+                {**start, "headers": [*headers, (b"content-length", str(len(payload)).encode())]}
+            )
+            await send({"type": "http.response.body", "body": payload})
+
+        await self.app(scope, receive, capture)
+
+    def corrected(self, body: bytes) -> bytes:
+        spec = json.loads(body)
+        # The schemas are pydantic's JSON Schema 2020-12 ("type": "null", numeric
+        # exclusiveMinimum, "examples"): that is OpenAPI 3.1, not the 3.0.2 BentoML
+        # declares, and tools that trust 3.0.2 misread them. Swagger UI reads 3.1.
+        spec["openapi"] = OPENAPI_VERSION
+        # BentoML's info names the class, version "None" and BentoML's team.
+        spec["info"] = {
+            "title": API_TITLE,
+            "description": API_DESCRIPTION,
+            "version": self.model_tag(),
+        }
+        components = spec.setdefault("components", {})
+        invalid = components.get("schemas", {}).get("InvalidArgument")
+        if invalid is not None:
+            properties = invalid.setdefault("properties", {})
+            properties["detail"] = VALIDATION_DETAIL_SCHEMA
+            properties["total"] = TOTAL_SCHEMA
+        if self.key_required:
+            components.setdefault("securitySchemes", {})[BEARER_SCHEME] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The value of LOAN_API_KEY.",
+            }
+        for path in self.api_paths:
+            for operation in spec.get("paths", {}).get(path, {}).values():
+                responses = operation.setdefault("responses", {})
+                for status, description in EXTRA_RESPONSES.items():
+                    responses.setdefault(status, {"description": description})
+                if self.key_required:
+                    operation["security"] = [{BEARER_SCHEME: []}]
+        return json.dumps(spec).encode()
+
+
+# BentoML's Swagger page without its Google Tag Manager snippet and with the
+# API's own title; the assets are BentoML's, served by the service itself.
+DOCS_PAGE: Final = f"""<!DOCTYPE html>
+<html lang="en">
+  <head>
+    <meta charset="UTF-8">
+    <title>{API_TITLE}</title>
+    <link rel="stylesheet" type="text/css" href="./static_content/swagger-ui.css" />
+    <link rel="stylesheet" type="text/css" href="./static_content/index.css" />
+    <link rel="icon" type="image/png" href="./static_content/favicon-light-32x32.png" />
+  </head>
+  <body>
+    <div id="swagger-ui"></div>
+    <script src="./static_content/swagger-ui-bundle.js" charset="UTF-8"> </script>
+    <script src="./static_content/swagger-ui-standalone-preset.js" charset="UTF-8"> </script>
+    <script src="./static_content/swagger-initializer.js" charset="UTF-8"> </script>
+  </body>
+</html>
+""".encode()
+
+
+class DocsPage:
+    """GET / answers DOCS_PAGE: no third-party script runs in a reader's browser."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] != "/"
+            or scope["method"] not in ("GET", "HEAD")
+        ):
+            return await self.app(scope, receive, send)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/html; charset=utf-8"),
+                    (b"content-length", str(len(DOCS_PAGE)).encode()),
+                ],
+            }
+        )
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else DOCS_PAGE}
+        )

@@ -1,0 +1,35 @@
+"""Every CSV the project writes is safe to open in a spreadsheet (OWASP CSV injection)."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from loan_preprocessing.batch.csv_output import (
+    FORMULA_ESCAPE,
+    FORMULA_TRIGGERS,
+    decisions_to_csv,
+    neutralised,
+)
+from loan_preprocessing.schema import Decision
+
+
+@pytest.mark.parametrize("trigger", FORMULA_TRIGGERS)
+def test_a_cell_that_starts_like_a_formula_is_quoted(trigger):
+    assert neutralised(f"{trigger}SUM(A1)") == f"{FORMULA_ESCAPE}{trigger}SUM(A1)"
+
+
+@pytest.mark.parametrize("cell", ["LP001015", "", "a=b", "NA", "1-2"])
+def test_other_cells_are_unchanged(cell):
+    assert neutralised(cell) == cell
+
+
+def test_decisions_csv_neutralises_loan_ids():
+    rows = [
+        Decision(Loan_ID="=cmd|' /C calc'!A0", Loan_Status="Y", probability=0.5),
+        Decision(Loan_ID="NA", Loan_Status="N", probability=0.25),
+    ]
+    read = list(csv.DictReader(io.StringIO(decisions_to_csv(rows))))
+    assert [r["Loan_ID"] for r in read] == ["'=cmd|' /C calc'!A0", "NA"]
