@@ -63,9 +63,7 @@ def batches(draw: st.DrawFn) -> tuple[list[str], list[dict[str, object]]]:
     keys = draw(st.lists(st.sampled_from([*FIELDS, "Unknown"]), unique=True, max_size=13))
     rows = draw(
         st.lists(
-            st.fixed_dictionaries(
-                {k: st.one_of(st.just(EXAMPLE.get(k)), ANY_VALUE) for k in keys}
-            ),
+            st.fixed_dictionaries({k: st.one_of(st.just(EXAMPLE.get(k)), ANY_VALUE) for k in keys}),
             min_size=1,
             max_size=4,
         )

@@ -8,9 +8,13 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from loan_preprocessing.serving.open_inference import HEALTH_PATHS as V2_HEALTH_PATHS
+
 MODEL_TAG_HEADER: Final = "X-Model-Tag"
 # Probes and metrics stay open even when an API key is set.
-OPEN_PATHS: Final = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/"})
+OPEN_PATHS: Final = frozenset(
+    {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/", *V2_HEALTH_PATHS}
+)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
