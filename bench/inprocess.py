@@ -58,6 +58,13 @@ def measure(tag: str, rows: list[dict]) -> dict[str, dict[str, float]]:
     return results
 
 
+def _frame_and_predict_proba(pipeline: Any, applications: list[Any]) -> object:
+    """The classic path: a DataFrame per call, then the pipeline."""
+    from loan_preprocessing.features import to_feature_frame
+
+    return pipeline.predict_proba(to_feature_frame([a.model_dump() for a in applications]))
+
+
 def main(argv: list[str]) -> int:
     tag, rows_path = argv
     rows = json.loads(Path(rows_path).read_text())
@@ -67,10 +74,3 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
-
-
-def _frame_and_predict_proba(pipeline: Any, applications: list[Any]) -> object:
-    """The classic path: a DataFrame per call, then the pipeline."""
-    from loan_preprocessing.features import to_feature_frame
-
-    return pipeline.predict_proba(to_feature_frame([a.model_dump() for a in applications]))
