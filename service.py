@@ -20,11 +20,12 @@ from pydantic import SerializeAsAny
 from starlette.responses import JSONResponse, Response
 
 from loan_preprocessing.batch.csv_output import decisions_to_csv
+from loan_preprocessing.columns import ValidatedColumns
 from loan_preprocessing.csv_rows import CsvValidationError, parse_csv_applications
-from loan_preprocessing.decide import Scorer, Unscored
+from loan_preprocessing.decide import ColumnDecisions, Scorer, Unscored
 from loan_preprocessing.model_store import get_model, tag_to_serve
 from loan_preprocessing.schema import Decision, LoanApplication, predict_request_model
-from loan_preprocessing.serving import request_metrics
+from loan_preprocessing.serving import open_inference, request_metrics
 from loan_preprocessing.serving import timeout as request_timeout
 from loan_preprocessing.serving.heap import freeze_startup_heap
 from loan_preprocessing.serving.log_filter import quiet_validation_tracebacks
@@ -47,7 +48,11 @@ request_metrics.install()
 # server's under BENTOML_HOME (see the function). The worker's parent is the
 # server's main process.
 use_server_multiproc_dir(os.getppid())
-MEDIA_TYPES = {"/predict": "application/json", "/predict_csv": "multipart/form-data"}
+MEDIA_TYPES = {
+    "/predict": "application/json",
+    "/predict_csv": "multipart/form-data",
+    open_inference.INFER_PATH: "application/json",
+}
 # The media type is declared so that BentoML does not rebuild the response's JSON
 # Schema for every answer to find it out (15% of a worker's time on single-row
 # requests, measured with py-spy).
@@ -69,6 +74,8 @@ def _load_scorer() -> Scorer:
     return Scorer.from_model(get_model(_serving_tag()))
 
 
+# The Open Inference Protocol (V2) at /v2, beside /predict.
+@bentoml.asgi_app(open_inference.app, path=open_inference.MOUNT)
 @bentoml.service(
     workers=SETTINGS.workers,
     threads=SETTINGS.threads,
@@ -85,9 +92,13 @@ class LoanApproval:
         untrusted or incompatible model stops `bentoml serve` with one line."""
         _load_scorer()
 
+    # Read by the V2 handlers (serving/open_inference.py).
+    max_rows = SETTINGS.max_applications
+
     def __init__(self) -> None:
         quiet_validation_tracebacks()
         self.scorer = _load_scorer()
+        self.model_version = self.scorer.tag.partition(":")[2]
         self.metrics = domain_metrics()
         self.metrics.model_info.labels(model_tag=self.scorer.tag).set(1)
         self.log = (
@@ -144,6 +155,15 @@ class LoanApproval:
         return Response(  # type: ignore[return-value]
             decisions_to_csv(decisions), media_type="text/csv"
         )
+
+    def decide_columns(self, columns: ValidatedColumns) -> ColumnDecisions:
+        """Decide applications held as columns (the V2 endpoint), recorded as
+        /predict records its decisions."""
+        decided = self.scorer.decide_columns(columns)
+        self.metrics.record_decisions(decided.statuses, decided.probabilities)
+        if self.log is not None:
+            self.log.write(self.scorer.tag, list(columns.applications()), decided.decisions())
+        return decided
 
     def _record(self, applications: list[LoanApplication], decisions: list[Decision]) -> None:
         if any(isinstance(d, Unscored) for d in decisions):

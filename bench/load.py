@@ -53,8 +53,9 @@ def run_wrk(
     seconds: float,
     threads: int = 2,
     midway: Callable[[], list[int]] | None = None,
+    path: str = "/predict",
 ) -> LoadResult:
-    """POST the bodies to url/predict from `connections` clients for `seconds`;
+    """POST the bodies to url + path from `connections` clients for `seconds`;
     `midway()` is called halfway through and its answer kept as the
     connections per worker."""
     threads = min(threads, connections)
@@ -71,6 +72,7 @@ def run_wrk(
         url,
         "--",
         str(bodies),
+        path,
     ]
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -10,6 +10,8 @@ from typing import Any, Final
 
 from bench.bodies import BATCH_ROWS
 
+BATCH_CLIENTS: Final = 4
+
 FLASK_SINGLE_ROW_RPS: Final = 76.0  # the classic Flask + gunicorn recipe, 32 clients
 
 
@@ -82,14 +84,40 @@ def rounds_summary(servers: dict[str, dict[str, Any]]) -> str:
     """Every round, not only the best: rate, p99 and how the clients' connections
     fell on the workers (see bench.machine.connections_per_worker)."""
     lines = ["rounds (the table shows the best of each):"]
-    for kind, unit, scale in (("single", "req/s", 1), ("batch", "rows/s", BATCH_ROWS)):
+    kinds = (
+        ("single", "req/s", 1),
+        ("batch", "rows/s", BATCH_ROWS),
+        ("v2_batch", "rows/s", BATCH_ROWS),
+    )
+    for kind, unit, scale in kinds:
         for name, figures in servers.items():
+            if kind not in figures["rounds"]:
+                continue
             cells = [
                 f"{r['requests'] / r['seconds'] * scale:,.0f} "
                 f"(p99 {r['p99_ms']:.0f} ms, {'/'.join(map(str, r['connections_per_worker']))})"
                 for r in figures["rounds"][kind]
             ]
-            lines.append(f"  {kind:6s} {name:8s} {unit:6s} " + ", ".join(cells))
+            lines.append(f"  {kind:8s} {name:8s} {unit:6s} " + ", ".join(cells))
+    return "\n".join(lines)
+
+
+def peers_table(servers: dict[str, dict[str, Any]]) -> str:
+    """1000-row requests against the peer, MLServer's V2 figure as the yardstick
+    (targets: V2 >= 2x MLServer; /predict no slower than before, stretch >= MLServer)."""
+    peer = servers.get("mlserver", {}).get("v2_rows_per_s", float("nan"))
+    rows = [
+        ("this service, V2 (columns)", servers["service"]["v2_rows_per_s"], ">= 2x"),
+        ("this service, /predict (JSON records)", servers["service"]["batch_rows_per_s"], ""),
+        ("MLServer 1.7.1 sklearn runtime, V2", peer, ""),
+    ]
+    lines = [
+        f"| 1000-row requests, {BATCH_CLIENTS} clients | rows/s | vs MLServer | target |",
+        "|---|---:|---:|---|",
+    ]
+    for label, rate, target in rows:
+        ratio = rate / peer if peer and not math.isnan(peer) else float("nan")
+        lines.append(f"| {label} | {rate:,.0f} | {ratio:.2f} | {target} |")
     return "\n".join(lines)
 
 

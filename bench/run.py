@@ -37,8 +37,10 @@ from bench.machine import (
     machine_info,
     worker_memory,
 )
+from bench.mlserver import INFER_PATH as V2_INFER_PATH
+from bench.mlserver import mlserver_serve
 from bench.model import REAL_TEST_CSV, default_home, ensure_model, training_data
-from bench.report import inprocess_table, rounds_summary, table, write_json
+from bench.report import inprocess_table, peers_table, rounds_summary, table, write_json
 from loan_preprocessing.environment import PROJECT_ROOT
 from loan_preprocessing.serving.settings import ServiceSettings, worker_envs
 from tests.support.server import bentoml_serve
@@ -50,6 +52,17 @@ TARGETS: Final = {
 }
 SINGLE_ROW_CLIENTS: Final = 32
 BATCH_CLIENTS: Final = 4
+# What each load sends: bodies (by write_bodies' key) -> (path, clients).
+LOADS: Final = {
+    "single": ("/predict", SINGLE_ROW_CLIENTS),
+    "batch": ("/predict", BATCH_CLIENTS),
+    "v2_batch": (V2_INFER_PATH, BATCH_CLIENTS),
+}
+SERVER_LOADS: Final = {
+    "service": ("single", "batch", "v2_batch"),
+    "ceiling": ("single", "batch"),
+    "mlserver": ("v2_batch",),
+}
 WARM_UP_SECONDS: Final = 2.0
 
 
@@ -61,12 +74,18 @@ def check_answers(url: str, bodies: dict[str, Path]) -> None:
 
 
 def measure_servers(
-    env: dict[str, str], bodies: dict[str, Path], seconds: float, rounds: int, logs: Path
+    env: dict[str, str],
+    bodies: dict[str, Path],
+    seconds: float,
+    rounds: int,
+    logs: Path,
+    with_mlserver: bool,
 ) -> dict[str, dict[str, Any]]:
-    """Start the service, then the ceiling (one at a time, so each start is timed
-    alone), then load them in turn, ROUNDS times: single-row at 32 clients, then
-    1000-row at 4. Taking turns spreads the other users of the machine fairly over
-    both; each figure is the best round (the one least disturbed)."""
+    """Start the service, then the ceiling, then MLServer (one at a time, so each
+    start is timed alone), then load them in turn, ROUNDS times: single-row at 32
+    clients, 1000-row at 4, 1000-row V2 at 4. Taking turns spreads the other users
+    of the machine fairly over all of them; each figure is the best round (the one
+    least disturbed)."""
     runs: dict[str, dict[str, list[LoadResult]]] = {}
     results: dict[str, dict[str, Any]] = {}
     with ExitStack() as stack:
@@ -78,40 +97,69 @@ def measure_servers(
             )
             check_answers(server.url, bodies)
             servers[name] = server
-            runs[name] = {"single": [], "batch": []}
-        for kind, clients in (("single", SINGLE_ROW_CLIENTS), ("batch", BATCH_CLIENTS)):
-            for server in servers.values():  # a warm-up each, not measured
-                run_wrk(server.url, bodies[kind], connections=clients, seconds=WARM_UP_SECONDS)
+        if with_mlserver:
+            print("starting mlserver (MLServer 1.7.1, sklearn runtime) ...", flush=True)
+            servers["mlserver"] = stack.enter_context(
+                mlserver_serve(
+                    env["LOAN_MODEL_TAG"], logs / "mlserver-model", logs / "mlserver.log", env
+                )
+            )
+        for name in servers:
+            runs[name] = {kind: [] for kind in SERVER_LOADS[name]}
+        for kind, (path, clients) in LOADS.items():
+            for name, server in servers.items():  # a warm-up each, not measured
+                if kind in SERVER_LOADS[name]:
+                    run_wrk(
+                        server.url,
+                        bodies[kind],
+                        connections=clients,
+                        seconds=WARM_UP_SECONDS,
+                        path=path,
+                    )
         for n in range(rounds):
             print(f"round {n + 1}/{rounds} ...", flush=True)
-            for kind, clients in (("single", SINGLE_ROW_CLIENTS), ("batch", BATCH_CLIENTS)):
+            for kind, (path, clients) in LOADS.items():
                 for name, server in servers.items():
+                    if kind not in SERVER_LOADS[name]:
+                        continue
                     result = run_wrk(
                         server.url,
                         bodies[kind],
                         connections=clients,
                         seconds=seconds,
+                        path=path,
                         midway=functools.partial(
                             connections_per_worker, server.process.pid, server.port
                         ),
                     )
                     runs[name][kind].append(result)
         for name, server in servers.items():
-            single = max(runs[name]["single"], key=lambda r: r.requests_per_second)
-            batch = max(runs[name]["batch"], key=lambda r: r.requests_per_second)
-            results[name] = {
-                "single_connections_per_worker": single.connections_per_worker,
-                "batch_connections_per_worker": batch.connections_per_worker,
-                "single_rps": single.requests_per_second,
-                "single_p50_ms": single.p50_ms,
-                "single_p99_ms": single.p99_ms,
-                "single_errors": single.errors,
-                "batch_rows_per_s": batch.requests_per_second * BATCH_ROWS,
-                "batch_errors": batch.errors,
+            best = {k: max(v, key=lambda r: r.requests_per_second) for k, v in runs[name].items()}
+            figures: dict[str, Any] = {
                 "ready_s": server.ready_seconds,
                 **worker_memory(server.process.pid),
                 "rounds": {k: [asdict(r) for r in v] for k, v in runs[name].items()},
             }
+            if "single" in best:
+                figures |= {
+                    "single_connections_per_worker": best["single"].connections_per_worker,
+                    "single_rps": best["single"].requests_per_second,
+                    "single_p50_ms": best["single"].p50_ms,
+                    "single_p99_ms": best["single"].p99_ms,
+                    "single_errors": best["single"].errors,
+                }
+            if "batch" in best:
+                figures |= {
+                    "batch_connections_per_worker": best["batch"].connections_per_worker,
+                    "batch_rows_per_s": best["batch"].requests_per_second * BATCH_ROWS,
+                    "batch_errors": best["batch"].errors,
+                }
+            if "v2_batch" in best:
+                figures |= {
+                    "v2_rows_per_s": best["v2_batch"].requests_per_second * BATCH_ROWS,
+                    "v2_errors": best["v2_batch"].errors,
+                }
+            results[name] = figures
     return results
 
 
@@ -137,6 +185,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=3, help="turns each server is loaded")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH)
+    parser.add_argument(
+        "--no-mlserver", action="store_true", help="skip the MLServer peer (and its venv)"
+    )
     return parser.parse_args(argv)
 
 
@@ -163,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
             "LOAN_MODEL_TAG": tag,
         }
         try:
-            servers = measure_servers(env, bodies, args.seconds, args.rounds, scratch)
+            servers = measure_servers(
+                env, bodies, args.seconds, args.rounds, scratch, not args.no_mlserver
+            )
         finally:  # the servers' logs, for the 503s and tracebacks a table does not show
             for log in scratch.glob("*.log"):
                 (args.out.parent / "logs").mkdir(parents=True, exist_ok=True)
@@ -201,12 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.out, result)
     print()
     print(table(servers["service"], servers["ceiling"]))
+    print()
+    print(peers_table(servers))
     for name, figures in servers.items():
-        if figures["single_errors"] or figures["batch_errors"]:
-            print(
-                f"WARNING {name}: {figures['single_errors']} single-row and "
-                f"{figures['batch_errors']} 1000-row requests failed or timed out"
-            )
+        failed = {k: v for k, v in figures.items() if k.endswith("_errors") and v}
+        if failed:
+            print(f"WARNING {name}: requests failed or timed out: {failed}")
     print()
     print(rounds_summary(servers))
     print()

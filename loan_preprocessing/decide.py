@@ -7,7 +7,7 @@ HTTP APIs, offline scoring and the Spark job cannot disagree.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import bentoml
@@ -15,9 +15,17 @@ import numpy as np
 from pydantic import model_serializer
 from sklearn.pipeline import Pipeline
 
-from loan_preprocessing.features import applications_predictor
+from loan_preprocessing.columns import ValidatedColumns
+from loan_preprocessing.features import applications_predictor, columns_predictor
 from loan_preprocessing.model_store import load_pipeline, model_metadata
-from loan_preprocessing.schema import APPROVED, REJECTED, Decision, LoanApplication, decisions
+from loan_preprocessing.schema import (
+    APPROVED,
+    ID_COLUMN,
+    REJECTED,
+    Decision,
+    LoanApplication,
+    decisions,
+)
 from loan_preprocessing.search import DECISION_THRESHOLD
 
 logger = logging.getLogger(__name__)
@@ -43,6 +51,27 @@ class Unscored(Decision):
 
 
 @dataclass(frozen=True)
+class ColumnDecisions:
+    """Decisions on applications held as columns, in row order."""
+
+    loan_ids: list[str | None]
+    statuses: list[str]
+    probabilities: list[float]
+
+    def __len__(self) -> int:
+        return len(self.statuses)
+
+    def decisions(self) -> list[Decision]:
+        """The same decisions as objects (for the prediction log)."""
+        return decisions(
+            [
+                {"Loan_ID": i, "Loan_Status": s, "probability": p}
+                for i, s, p in zip(self.loan_ids, self.statuses, self.probabilities, strict=True)
+            ]
+        )
+
+
+@dataclass(frozen=True)
 class Scorer:
     """A loaded pipeline, the model tag it came from, and its decision threshold."""
 
@@ -52,10 +81,14 @@ class Scorer:
     _predict_proba: Callable[[Sequence[LoanApplication]], np.ndarray] = field(
         init=False, repr=False, compare=False
     )
+    _predict_columns: Callable[[Mapping[str, np.ndarray]], np.ndarray] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         # Prepared once per loaded pipeline (the fast path compiles the trees).
         object.__setattr__(self, "_predict_proba", applications_predictor(self.pipeline))
+        object.__setattr__(self, "_predict_columns", columns_predictor(self.pipeline))
 
     @classmethod
     def from_model(cls, stored: bentoml.Model) -> Scorer:
@@ -100,6 +133,20 @@ class Scorer:
             else next(in_order)
             for a, p in zip(applications, probabilities, strict=True)
         ]
+
+    def decide_columns(self, columns: ValidatedColumns) -> ColumnDecisions:
+        """A decision per row of validated columns, by the same rule as `decide`,
+        with no object per row. Raises UnscoredRowError if the model raises: a
+        columnar request is answered whole or not at all."""
+        try:
+            probabilities = np.clip(self._predict_columns(columns.values)[:, 1], 0.0, 1.0)
+        except Exception as exc:
+            logger.exception("the model raised on a batch of %d columns", len(columns))
+            raise UnscoredRowError("the model could not score every row") from exc
+        statuses = np.where(probabilities >= self.threshold, APPROVED, REJECTED)
+        return ColumnDecisions(
+            columns.values[ID_COLUMN].tolist(), statuses.tolist(), probabilities.tolist()
+        )
 
     def _probability_or_none(self, application: LoanApplication) -> float | None:
         try:

@@ -205,7 +205,11 @@ class FastPredictor:
         return not _fast_path_problem(pipeline)
 
     def predict_proba(self, applications: Sequence[Application]) -> np.ndarray:
-        matrix = loan_feature_matrix(application_columns(applications))
+        return self.predict_proba_columns(application_columns(applications))
+
+    def predict_proba_columns(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The same for applications already held as DERIVED_FROM columns."""
+        matrix = loan_feature_matrix(columns)
         # What the fitted SimpleImputer does: each NaN becomes its column's median.
         imputed = np.where(np.isnan(matrix), self.medians, matrix)
         return self.classifier_proba(imputed)
@@ -220,6 +224,16 @@ def applications_predictor(pipeline: Pipeline) -> Callable[[Sequence[Application
     return lambda applications: pipeline.predict_proba(
         to_feature_frame([_as_row(a) for a in applications])
     )
+
+
+def columns_predictor(
+    pipeline: Pipeline,
+) -> Callable[[Mapping[str, np.ndarray]], np.ndarray]:
+    """As `applications_predictor`, for applications held as columns (numbers as
+    float64 with NaN, categories as objects with None)."""
+    if FastPredictor.supports(pipeline):
+        return FastPredictor(pipeline).predict_proba_columns
+    return lambda columns: pipeline.predict_proba(to_feature_frame(pd.DataFrame(dict(columns))))
 
 
 def _as_row(application: Application) -> Mapping[str, Any]:

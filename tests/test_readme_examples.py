@@ -76,5 +76,7 @@ def test_curl_examples_run(server):
         output = result.stdout.strip()
         if output.startswith("["):
             assert json.loads(output)[0]["Loan_ID"] == "LP001015"
+        elif output.startswith("{"):  # the Open Inference Protocol's answer
+            assert json.loads(output)["outputs"][0]["data"] == ["LP001015"]
         else:
             assert output.splitlines()[0] == "Loan_ID,Loan_Status,probability"

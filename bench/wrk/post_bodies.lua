@@ -1,8 +1,8 @@
--- POST /predict with JSON bodies read from a file (one body per line), each
+-- POST JSON bodies read from a file (one body per line) to PATH (/predict), each
 -- connection cycling through them from its own starting point, and print the
 -- figures the harness needs as one JSON line (wrk's own text is for people).
 --
---   wrk -s bench/wrk/post_bodies.lua --latency URL -- BODIES_FILE
+--   wrk -s bench/wrk/post_bodies.lua --latency URL -- BODIES_FILE [PATH]
 
 local requests = {}
 local next_index = 1
@@ -16,6 +16,7 @@ end
 
 function init(args)
   local path = args[1]
+  local target = args[2] or "/predict"
   if path == nil then
     error("usage: wrk -s post_bodies.lua URL -- BODIES_FILE")
   end
@@ -23,7 +24,7 @@ function init(args)
     if #line > 0 then
       -- Pre-formatted once: wrk.format per request would cost the load generator CPU.
       requests[#requests + 1] =
-        wrk.format("POST", "/predict", { ["Content-Type"] = "application/json" }, line)
+        wrk.format("POST", target, { ["Content-Type"] = "application/json" }, line)
     end
   end
   if #requests == 0 then

@@ -265,22 +265,22 @@ def json_problem(body: bytes, known_keys: frozenset[str]) -> dict[str, Any] | No
 
 class JsonBodyGuard:
     """On the JSON API paths: drop a leading UTF-8 byte-order mark (RFC 8259 lets
-    a parser ignore it) and refuse, with 400, what `json_problem` finds. Every
-    object key of the API's bodies is one of `known_keys`."""
+    a parser ignore it) and refuse, with 400, what `json_problem` finds.
+    `known_keys` maps each JSON path to the object keys its bodies may hold."""
 
-    def __init__(self, app: Any, paths: frozenset[str], known_keys: frozenset[str]) -> None:
+    def __init__(self, app: Any, known_keys: Mapping[str, frozenset[str]]) -> None:
         self.app = app
-        self.paths = paths
         self.known_keys = known_keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.paths or scope["method"] != "POST":
+        known = self.known_keys.get(scope["path"]) if scope["type"] == "http" else None
+        if known is None or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         body = await read_body(receive)
         if body.startswith(UTF8_BOM):
             body = body[len(UTF8_BOM) :]
             scope = with_header(scope, b"content-length", str(len(body)).encode())
-        problem = json_problem(body, self.known_keys)
+        problem = json_problem(body, known)
         if problem is not None:
             return await send_json(send, 400, problem)
         await self.app(scope, replaying(body, receive), send)

@@ -16,11 +16,15 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from loan_preprocessing.serving.open_inference import HEALTH_PATHS as V2_HEALTH_PATHS
+
 logger = logging.getLogger(__name__)
 
 MODEL_TAG_HEADER: Final = "X-Model-Tag"
-# Probes, metrics and the API page stay open even when an API key is set.
-OPEN_PATHS: Final = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/"})
+# Probes (the V2 ones too), metrics and the API page stay open even when an API key is set.
+OPEN_PATHS: Final = frozenset(
+    {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/", *V2_HEALTH_PATHS}
+)
 OPEN_PREFIXES: Final = ("/docs", "/static_content/")
 # Methods whose body the service never reads.
 BODILESS_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})

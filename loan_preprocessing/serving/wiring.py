@@ -12,6 +12,7 @@ from typing import Any
 import bentoml
 
 from loan_preprocessing.schema import TARGET_COLUMN, LoanApplication, predict_request_model
+from loan_preprocessing.serving import open_inference
 from loan_preprocessing.serving.guards import (
     JSON_MEDIA_TYPE,
     ContentTypeGuard,
@@ -43,10 +44,16 @@ def middleware_stack(
     the body is received (with its idle timeout) before a concurrency slot is
     taken; only then is it checked and handed to BentoML."""
     api_paths = frozenset(media_types)
-    json_paths = frozenset(p for p, t in media_types.items() if t == JSON_MEDIA_TYPE)
-    known_keys = frozenset(
+    # The object keys each JSON API's bodies may hold (an Open Inference request's
+    # are the protocol's own; its columns are values, checked by the columns).
+    record_keys = frozenset(
         {*predict_request_model().model_fields, *LoanApplication.model_fields, TARGET_COLUMN}
     )
+    known_keys = {
+        path: open_inference.KNOWN_KEYS if path == open_inference.INFER_PATH else record_keys
+        for path, media_type in media_types.items()
+        if media_type == JSON_MEDIA_TYPE
+    }
     return [
         (BodySizeLimit, {"max_bytes": settings.max_body_bytes}),
         (BearerAuth, {"api_key": settings.api_key}),
@@ -73,7 +80,7 @@ def middleware_stack(
         ),
         (ErrorBodies, {"paths": api_paths, "on_failure": on_validation_failure}),
         (ContentTypeGuard, {"accepted": media_types}),
-        (JsonBodyGuard, {"paths": json_paths, "known_keys": known_keys}),
+        (JsonBodyGuard, {"known_keys": known_keys}),
     ]
 
 
