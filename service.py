@@ -105,7 +105,8 @@ class LoanApproval:
     # the returns); the annotation documents the 200 answer's body.
     def predict_csv(self, file: Path) -> Annotated[str, ContentType("text/csv")]:
         """Score a CSV file in the data set's format (multipart field `file`);
-        answers CSV `Loan_ID,Loan_Status,probability` in the file's order.
+        answers CSV `Loan_ID,Loan_Status,probability,reasons` in the file's order
+        (`reasons`: a rejection's reason codes separated by `;`).
         The part's own Content-Type is not checked: curl sends
         application/octet-stream and Excel-era browsers application/vnd.ms-excel;
         the parse decides."""

@@ -6,8 +6,9 @@
 Steps: load the CSV, search hyperparameters by cross-validation on a training
 part, measure on held-out rows, refuse a model below the ROC AUC floor, refit
 on every row and save it as `loan_approval:<version>` with its metrics and lineage,
-its training report (plots of the held-out predictions) and the reference profile
-of its training data that drift reports compare with.
+its training report (plots of the held-out predictions), the reference profile
+of its training data that drift reports compare with, and the reference
+population its rejections are explained against (loan_preprocessing/reasons.py).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from loan_preprocessing.operations.report import (
     build_report,
     write_report,
 )
+from loan_preprocessing.reasons import METADATA_KEY as REASONS_METADATA_KEY
+from loan_preprocessing.reasons import REFERENCE_FILE, ReferencePopulation, build_reference
 from loan_preprocessing.schema import (
     CATEGORY_LEVELS,
     FEATURE_COLUMNS,
@@ -183,8 +186,10 @@ def save_model(
     report: TrainingReport,
     profile: dict[str, Any],
     run_label: str,
+    reference: ReferencePopulation,
 ) -> bentoml.Model:
-    """Save the pipeline with its report and reference profile in its folder.
+    """Save the pipeline with its report, reference profile and the reference
+    population of its reasons in its folder (so a Bento packages them all).
 
     The version is made by the store as the model is created, after these files
     are staged, so the stored plots are titled with `run_label` (data, seed, time);
@@ -195,6 +200,8 @@ def save_model(
         (staging / PROFILE_FILE).write_text(json.dumps(profile, indent=1) + "\n")
         extra_files = {f"{STORE_REPORT_DIR}/{path.name}": path for path in report_files}
         extra_files[PROFILE_FILE] = staging / PROFILE_FILE
+        (staging / REFERENCE_FILE).write_bytes(reference.payload())
+        extra_files[REFERENCE_FILE] = staging / REFERENCE_FILE
         return save_pipeline(result.pipeline, metadata, labels=labels, extra_files=extra_files)
 
 
@@ -254,13 +261,16 @@ def main(argv: list[str] | None = None) -> int:
     assert result.holdout is not None  # train() always keeps it
     report = build_report(result.holdout, result.threshold, result.metrics, args.seed)
     label = run_label(args.data, args.seed, datetime.now(UTC))
+    reference = build_reference(result.pipeline, features, result.threshold)
+    metadata = build_metadata(result, args.data, len(target), args.seed)
     model = save_model(
         result,
-        build_metadata(result, args.data, len(target), args.seed),
+        {**metadata, REASONS_METADATA_KEY: reference.metadata()},
         {"data": args.data.name},
         report,
         build_reference_profile(features),
         f"{MODEL_NAME}: {label}",
+        reference,
     )
     print(f"saved {model.tag}")
     report_dir = args.report_dir / str(model.tag.version)

@@ -1,7 +1,8 @@
 """Turning validated applications into decisions with a loaded pipeline.
 
-One place for the decision rule (P(Y) against the model's threshold) so the
-HTTP APIs, offline scoring and the Spark job cannot disagree.
+One place for the decision rule (P(Y) against the model's threshold) and for
+the reasons of every rejection, so the HTTP APIs, offline scoring and the Spark
+job cannot disagree.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import numpy as np
 from pydantic import model_serializer
 from sklearn.pipeline import Pipeline
 
-from loan_preprocessing.features import applications_predictor
+from loan_preprocessing.features import model_inputs_function
 from loan_preprocessing.model_store import load_pipeline, model_metadata
+from loan_preprocessing.reasons import ReasonExplainer, ReferencePopulation, load_reference
 from loan_preprocessing.schema import APPROVED, REJECTED, Decision, LoanApplication, decisions
 from loan_preprocessing.search import DECISION_THRESHOLD
+from loan_preprocessing.tree_ensemble import VectorizedBooster, unsupported_reason
 
 logger = logging.getLogger(__name__)
 
@@ -44,41 +47,92 @@ class Unscored(Decision):
 
 @dataclass(frozen=True)
 class Scorer:
-    """A loaded pipeline, the model tag it came from, and its decision threshold."""
+    """A loaded pipeline, the model tag it came from, its decision threshold and
+    the reference population its rejections are explained against."""
 
     pipeline: Pipeline
     tag: str
+    reference: ReferencePopulation
     threshold: float = DECISION_THRESHOLD
-    _predict_proba: Callable[[Sequence[LoanApplication]], np.ndarray] = field(
+    _model_inputs: Callable[[Sequence[LoanApplication]], np.ndarray] = field(
         init=False, repr=False, compare=False
     )
+    _classifier_proba: Callable[[np.ndarray], np.ndarray] = field(
+        init=False, repr=False, compare=False
+    )
+    explainer: ReasonExplainer = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Prepared once per loaded pipeline (the fast path compiles the trees).
-        object.__setattr__(self, "_predict_proba", applications_predictor(self.pipeline))
+        # Prepared once per loaded pipeline (the fast path compiles the trees,
+        # the explainer its attribution tables).
+        classifier = self.pipeline[-1]
+        set_ = object.__setattr__
+        set_(self, "_model_inputs", model_inputs_function(self.pipeline))
+        set_(
+            self,
+            "_classifier_proba",
+            classifier.predict_proba
+            if unsupported_reason(classifier)
+            else VectorizedBooster(classifier).predict_proba,
+        )
+        set_(self, "explainer", ReasonExplainer(classifier, self.reference))
 
     @classmethod
     def from_model(cls, stored: bentoml.Model) -> Scorer:
-        """The verified pipeline of a stored model, with the threshold it was trained for."""
+        """The verified pipeline of a stored model, with the threshold it was trained
+        for and its reference population."""
         threshold = float(model_metadata(stored).get("threshold", DECISION_THRESHOLD))
-        return cls(load_pipeline(stored), str(stored.tag), threshold)
+        return cls(load_pipeline(stored), str(stored.tag), load_reference(stored), threshold)
+
+    def model_inputs(self, applications: Sequence[LoanApplication]) -> np.ndarray:
+        """What the classifier is given: the model's features after imputation."""
+        return self._model_inputs(applications)
 
     def probabilities(self, applications: Sequence[LoanApplication]) -> np.ndarray:
         # Same numbers as pipeline.predict_proba(to_feature_frame(rows)), faster.
-        return np.clip(self._predict_proba(applications)[:, 1], 0.0, 1.0)
+        return self._probabilities(self.model_inputs(applications))
+
+    def _probabilities(self, inputs: np.ndarray) -> np.ndarray:
+        return np.clip(self._classifier_proba(inputs)[:, 1], 0.0, 1.0)
 
     def decide(self, applications: Sequence[LoanApplication]) -> list[Decision]:
-        """A decision per application, in order. If the model raises on the batch,
-        each row is retried alone, and only rows that still fail are Unscored."""
+        """A decision per application, in order, each rejection with its reasons.
+        If the model raises on the batch, each row is retried alone, and only rows
+        that still fail are Unscored."""
         try:
+            inputs = self.model_inputs(applications)
             # Python floats: comparing and wrapping numpy scalars one by one costs
             # more than the model on a large batch.
-            probabilities: list[float | None] = self.probabilities(applications).tolist()
+            probabilities: list[float | None] = self._probabilities(inputs).tolist()
+            reasons = self._reasons(inputs, applications, probabilities)
         except Exception:
             logger.exception(
                 "the model raised on a batch of %d; retrying row by row", len(applications)
             )
-            probabilities = [self._probability_or_none(a) for a in applications]
+            return self._decide_one_by_one(applications)
+        return self._decisions(applications, probabilities, reasons)
+
+    def _reasons(
+        self,
+        inputs: np.ndarray,
+        applications: Sequence[LoanApplication],
+        probabilities: Sequence[float | None],
+    ) -> list[list]:
+        """The reasons of each row, explained for the rejected rows only."""
+        threshold = self.threshold
+        rejected = [i for i, p in enumerate(probabilities) if p is not None and p < threshold]
+        explained = self.explainer.reasons(inputs[rejected], [applications[i] for i in rejected])
+        reasons: list[list] = [[] for _ in probabilities]
+        for i, named in zip(rejected, explained, strict=True):
+            reasons[i] = named
+        return reasons
+
+    def _decisions(
+        self,
+        applications: Sequence[LoanApplication],
+        probabilities: Sequence[float | None],
+        reasons: Sequence[list],
+    ) -> list[Decision]:
         threshold = self.threshold
         decided = decisions(
             [
@@ -86,8 +140,9 @@ class Scorer:
                     "Loan_ID": a.Loan_ID,
                     "Loan_Status": APPROVED if p >= threshold else REJECTED,
                     "probability": p,
+                    "reasons": r,
                 }
-                for a, p in zip(applications, probabilities, strict=True)
+                for a, p, r in zip(applications, probabilities, reasons, strict=True)
                 if p is not None
             ]
         )
@@ -95,15 +150,23 @@ class Scorer:
             return decided
         in_order = iter(decided)
         return [
-            Unscored(Loan_ID=a.Loan_ID, Loan_Status=REJECTED, probability=0.0)
+            Unscored(Loan_ID=a.Loan_ID, Loan_Status=REJECTED, probability=0.0, reasons=[])
             if p is None
             else next(in_order)
             for a, p in zip(applications, probabilities, strict=True)
         ]
 
-    def _probability_or_none(self, application: LoanApplication) -> float | None:
-        try:
-            return float(self.probabilities([application])[0])
-        except Exception:
-            logger.exception("the model raised on application %s", application.Loan_ID)
-            return None
+    def _decide_one_by_one(self, applications: Sequence[LoanApplication]) -> list[Decision]:
+        probabilities: list[float | None] = []
+        reasons: list[list] = []
+        for application in applications:
+            try:
+                inputs = self.model_inputs([application])
+                p = float(self._probabilities(inputs)[0])
+                r = self._reasons(inputs, [application], [p])[0]
+            except Exception:
+                logger.exception("the model raised on application %s", application.Loan_ID)
+                p, r = None, []
+            probabilities.append(p)
+            reasons.append(r)
+        return self._decisions(applications, probabilities, reasons)

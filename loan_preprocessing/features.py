@@ -182,11 +182,14 @@ class FastPredictor:
     def supports(cls, pipeline: object) -> bool:
         return not _fast_path_problem(pipeline)
 
-    def predict_proba(self, applications: Sequence[Application]) -> np.ndarray:
+    def model_inputs(self, applications: Sequence[Application]) -> np.ndarray:
+        """The classifier's input: MODEL_FEATURES after imputation."""
         matrix = loan_feature_matrix(application_columns(applications))
         # What the fitted SimpleImputer does: each NaN becomes its column's median.
-        imputed = np.where(np.isnan(matrix), self.medians, matrix)
-        return self.classifier_proba(imputed)
+        return np.where(np.isnan(matrix), self.medians, matrix)
+
+    def predict_proba(self, applications: Sequence[Application]) -> np.ndarray:
+        return self.classifier_proba(self.model_inputs(applications))
 
 
 def applications_predictor(pipeline: Pipeline) -> Callable[[Sequence[Application]], np.ndarray]:
@@ -197,6 +200,19 @@ def applications_predictor(pipeline: Pipeline) -> Callable[[Sequence[Application
         return FastPredictor(pipeline).predict_proba
     return lambda applications: pipeline.predict_proba(
         to_feature_frame([_as_row(a) for a in applications])
+    )
+
+
+def model_inputs_function(pipeline: Pipeline) -> Callable[[Sequence[Application]], np.ndarray]:
+    """What the pipeline's last step (the classifier) is given for validated
+    applications: MODEL_FEATURES after imputation, through FastPredictor when it
+    applies, else through the pipeline's own steps (same numbers either way)."""
+    if FastPredictor.supports(pipeline):
+        return FastPredictor(pipeline).model_inputs
+    preprocess = pipeline[:-1]
+    return lambda applications: np.asarray(
+        preprocess.transform(to_feature_frame([_as_row(a) for a in applications])),
+        dtype=np.float64,
     )
 
 

@@ -20,6 +20,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from loan_preprocessing.model_store import PIPELINE_FILE
+from loan_preprocessing.reasons import REFERENCE_FILE
 from tests.conftest import SAMPLE_CSV
 from tests.support.server import BENTOML, ROOT, free_port
 
@@ -88,6 +89,15 @@ def other_sklearn(home: Path) -> None:
     edit_metadata(home, lambda meta: meta["versions"].__setitem__("scikit-learn", "0.24.2"))
 
 
+def no_reference(home: Path) -> None:
+    (model_dir(home) / REFERENCE_FILE).unlink()
+
+
+def tampered_reference(home: Path) -> None:
+    with open(model_dir(home) / REFERENCE_FILE, "ab") as reference:
+        reference.write(b" ")
+
+
 def no_model(home: Path) -> None:
     shutil.rmtree(home / "models" / "loan_approval")
 
@@ -99,9 +109,19 @@ def no_model(home: Path) -> None:
         (untrusted_type, "not trusted: posix.system"),
         (garbled, "not a readable skops file"),
         (other_sklearn, "trained with scikit-learn 0.24.2"),
+        (no_reference, f"has no {REFERENCE_FILE} to explain its rejections with"),
+        (tampered_reference, f"{REFERENCE_FILE} does not match the sha256 recorded"),
         (no_model, "loan_approval:latest could not be found"),
     ],
-    ids=["tampered", "untrusted-type", "garbled", "other-sklearn", "no-model"],
+    ids=[
+        "tampered",
+        "untrusted-type",
+        "garbled",
+        "other-sklearn",
+        "no-reason-reference",
+        "tampered-reason-reference",
+        "no-model",
+    ],
 )
 def test_broken_model_stops_the_server_with_one_line(
     pristine_home, tmp_path, break_model, expected

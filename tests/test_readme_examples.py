@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from loan_preprocessing.batch.csv_output import CSV_COLUMNS
 from tests.support.server import ROOT, bentoml_serve
 
 pytestmark = pytest.mark.e2e
@@ -77,4 +78,4 @@ def test_curl_examples_run(server):
         if output.startswith("["):
             assert json.loads(output)[0]["Loan_ID"] == "LP001015"
         else:
-            assert output.splitlines()[0] == "Loan_ID,Loan_Status,probability"
+            assert output.splitlines()[0] == ",".join(CSV_COLUMNS)
