@@ -5,10 +5,11 @@ for this applicant against a reference population kept with the model (the
 training applicants the model approves with the lowest scores: those at or
 just above the cutoff), computed exactly on the fitted trees (tree_shapley.py).
 The contributions of the features behind one reason code are added; the codes
-whose total lowered the score are the reasons, most negative first, at most
-MAX_REASONS. The reference population's mean log-odds is at or above the
-cutoff and a rejected applicant's is below it, so the contributions of a
-rejection add up to a negative number: every rejection has at least one reason.
+whose total lowered the score by at least MIN_REASON_LOG_ODDS are the reasons,
+most negative first, at most MAX_REASONS. The reference population's mean
+log-odds is at or above the cutoff and a rejected applicant's is below it, so
+the contributions of a rejection add up to a negative number: every rejection
+has at least one reason.
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ REFERENCE_FILE: Final = "reason_reference.json"
 # How many approved applicants, lowest scores first, make the reference
 # population: about the lowest-scoring fifth of the real data's approvals.
 REFERENCE_SIZE: Final = 100
-# A contribution closer to zero than this is rounding, not a factor that
-# lowered the score (attributions are exact to about 1e-14).
-NEGLIGIBLE_LOG_ODDS: Final = 1e-9
+# A factor is a principal reason only if it lowered the log-odds by at least
+# this much (the odds of approval by about 1%). Below it are factors that barely
+# moved the score, e.g. the loan term, which on the real data never moves it by
+# more than 0.006 and would otherwise be named in most rejections.
+MIN_REASON_LOG_ODDS: Final = 0.01
 METADATA_KEY: Final = "reasons"
 
 
@@ -170,15 +173,18 @@ class ReasonExplainer:
 
     def reasons(self, inputs: np.ndarray, applications: Sequence[Any]) -> list[list[Reason]]:
         """For each row of `inputs` (the classifier's input for `applications`), the
-        codes whose contributions lowered its log-odds, most negative first, at
-        most MAX_REASONS. Ties keep the table's order, so the answer is the same
-        whatever else is in the batch."""
+        codes whose contributions lowered its log-odds by MIN_REASON_LOG_ODDS or
+        more, most negative first, at most MAX_REASONS. Ties keep the table's
+        order, so the answer is the same whatever else is in the batch."""
         if not len(applications):
             return []
         contributions = self.code_contributions(inputs)
         order = np.argsort(contributions, axis=1, kind="stable")[:, :MAX_REASONS]
         ranked = np.take_along_axis(contributions, order, axis=1)
-        named = ranked < -NEGLIGIBLE_LOG_ODDS
+        named = ranked <= -MIN_REASON_LOG_ODDS
+        # The factor that lowered the score most is named even below the floor
+        # (a rejection's contributions add up to less than zero, see above).
+        named[:, 0] = ranked[:, 0] < 0
         return [
             [
                 self._reason(code, application)

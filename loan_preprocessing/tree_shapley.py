@@ -22,6 +22,7 @@ the attributions of a row add up to its raw score minus `expected_value`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -151,28 +152,40 @@ class TreeShapley:
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """(rows x 2 trees) each tree's credit to its root feature, then to its
         other feature (`column_feature` says which feature each column credits)."""
+        return self._gather(X, self._column_base, self._column_tree)
+
+    def _gather(self, X: np.ndarray, base: np.ndarray, tree: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected a matrix of {self.n_features} columns, got {X.shape}")
         r, s = self._sides(X)
         cell = 2 * r + s
-        return self._tables.take(self._column_base + cell[:, self._column_tree])
+        return self._tables.take(base + cell[:, tree])
 
     def shap_values(self, X: np.ndarray) -> np.ndarray:
         """(rows x features) attributions; each row adds up to raw score - expected_value."""
-        return self.grouped(X, list(range(self.n_features)), self.n_features)
+        return self.grouped(X, tuple(range(self.n_features)), self.n_features)
 
     def grouped(self, X: np.ndarray, group_of_feature: Sequence[int], n_groups: int) -> np.ndarray:
         """(rows x groups) attributions summed by group (feature j belongs to group
         group_of_feature[j]; -1: to none). Each row's sums are made in the same order
         whatever else is in the batch, so a row's result never depends on its batch."""
-        group = np.asarray(group_of_feature, dtype=np.intp)[self.column_feature]
-        order = np.argsort(group, kind="stable")
-        ordered = self.contributions(X)[:, order]
-        sorted_groups = group[order]
-        out = np.zeros((ordered.shape[0], n_groups), dtype=np.float64)
-        present = np.unique(sorted_groups[sorted_groups >= 0])
+        base, tree, starts, present = self._grouping(tuple(group_of_feature))
+        out = np.zeros((len(X), n_groups), dtype=np.float64)
         if len(present):
-            starts = np.searchsorted(sorted_groups, present)
-            out[:, present] = np.add.reduceat(ordered, starts, axis=1)[:, : len(present)]
+            # The columns come out ordered by group, so each group is one slice.
+            ordered = self._gather(X, base, tree)
+            out[:, present] = np.add.reduceat(ordered, starts, axis=1)
         return out
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019 - a handful of groupings per explainer
+    def _grouping(
+        self, group_of_feature: tuple[int, ...]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The columns of the grouped features, ordered by group, and where each
+        group's slice starts."""
+        group = np.asarray(group_of_feature, dtype=np.intp)[self.column_feature]
+        keep = np.flatnonzero(group >= 0)
+        order = keep[np.argsort(group[keep], kind="stable")]
+        present, starts = np.unique(group[order], return_index=True)
+        return self._column_base[order], self._column_tree[order], starts, present

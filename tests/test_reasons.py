@@ -27,7 +27,7 @@ from loan_preprocessing.reason_codes import (
     REASON_CODES,
     WHEN_NOT_PROVIDED,
 )
-from loan_preprocessing.reasons import NEGLIGIBLE_LOG_ODDS, reference_rows
+from loan_preprocessing.reasons import MIN_REASON_LOG_ODDS, reference_rows
 from loan_preprocessing.schema import (
     APPROVED,
     FEATURE_COLUMNS,
@@ -119,13 +119,13 @@ def test_credit_history_is_named_for_what_the_application_said(rejected):
 def test_the_reasons_are_the_factors_that_lowered_the_score_most(rejected):
     for _, decision, contributions in rejected:
         named = [contributions[CODE_NAMES.index(_scored_code(r.code))] for r in decision.reasons]
-        assert all(c < -NEGLIGIBLE_LOG_ODDS for c in named), (decision, named)
         assert named == sorted(named), (decision, named)
+        assert named[0] < 0 and all(c <= -MIN_REASON_LOG_ODDS for c in named[1:]), decision
         others = [
             c for i, c in enumerate(contributions) if CODE_NAMES[i] not in _scored_codes(decision)
         ]
         if len(named) < MAX_REASONS:
-            assert all(c >= -NEGLIGIBLE_LOG_ODDS for c in others), (decision, contributions)
+            assert all(c > -MIN_REASON_LOG_ODDS for c in others), (decision, contributions)
         else:
             assert all(c >= named[-1] for c in others), (decision, contributions)
 
