@@ -35,7 +35,7 @@ from loan_preprocessing.schema import (
     REJECTED,
     LoanApplication,
 )
-from tests.conftest import REAL_TRAINING_CSV
+from tests.conftest import REAL_TRAINING_CSV, ROOT
 
 CODE_NAMES = [reason.code for reason in REASON_CODES]
 
@@ -54,6 +54,13 @@ def test_codes_name_only_fields_the_model_uses_and_no_protected_characteristic()
         assert reason.fields, reason.code
         assert set(reason.fields) <= set(DERIVED_FROM) - set(NEVER_NAMED_FIELDS), reason.code
         assert reason.text and reason.text[0].isupper() and not reason.text.endswith(".")
+
+
+def test_the_readme_lists_every_code_with_its_text_and_fields():
+    readme = (ROOT / "README.md").read_text()
+    for reason in REASON_CODES:
+        fields = ", ".join(f"`{f}`" for f in reason.fields)
+        assert f"| `{reason.code}` | {reason.text} | {fields} |" in readme, reason.code
 
 
 @pytest.fixture(scope="module")
