@@ -19,7 +19,14 @@ from sklearn.pipeline import Pipeline
 from loan_preprocessing.features import model_inputs_function
 from loan_preprocessing.model_store import load_pipeline, model_metadata
 from loan_preprocessing.reasons import ReasonExplainer, ReferencePopulation, load_reference
-from loan_preprocessing.schema import APPROVED, REJECTED, Decision, LoanApplication, decisions
+from loan_preprocessing.schema import (
+    APPROVED,
+    REJECTED,
+    Decision,
+    LoanApplication,
+    Reason,
+    decisions,
+)
 from loan_preprocessing.search import DECISION_THRESHOLD
 from loan_preprocessing.tree_ensemble import VectorizedBooster, unsupported_reason
 
@@ -101,37 +108,37 @@ class Scorer:
         that still fail are Unscored."""
         try:
             inputs = self.model_inputs(applications)
-            # Python floats: comparing and wrapping numpy scalars one by one costs
-            # more than the model on a large batch.
-            probabilities: list[float | None] = self._probabilities(inputs).tolist()
-            reasons = self._reasons(inputs, applications, probabilities)
+            scores = self._probabilities(inputs)
+            reasons = self._reasons(inputs, applications, scores)
         except Exception:
             logger.exception(
                 "the model raised on a batch of %d; retrying row by row", len(applications)
             )
             return self._decide_one_by_one(applications)
-        return self._decisions(applications, probabilities, reasons)
+        # Python floats: comparing and wrapping numpy scalars one by one costs
+        # more than the model on a large batch.
+        return self._decisions(applications, scores.tolist(), reasons)
 
     def _reasons(
-        self,
-        inputs: np.ndarray,
-        applications: Sequence[LoanApplication],
-        probabilities: Sequence[float | None],
-    ) -> list[list]:
+        self, inputs: np.ndarray, applications: Sequence[LoanApplication], scores: np.ndarray
+    ) -> list[Sequence[Reason]]:
         """The reasons of each row, explained for the rejected rows only."""
-        threshold = self.threshold
-        rejected = [i for i, p in enumerate(probabilities) if p is not None and p < threshold]
-        explained = self.explainer.reasons(inputs[rejected], [applications[i] for i in rejected])
-        reasons: list[list] = [[] for _ in probabilities]
-        for i, named in zip(rejected, explained, strict=True):
-            reasons[i] = named
+        # The complement of the rule in _decisions (p >= threshold approves).
+        rejected = np.flatnonzero(~(scores >= self.threshold))
+        reasons: list[Sequence[Reason]] = [()] * len(applications)
+        if len(rejected):
+            explained = self.explainer.reasons(
+                inputs[rejected], [applications[i] for i in rejected.tolist()]
+            )
+            for i, named in zip(rejected.tolist(), explained, strict=True):
+                reasons[i] = named
         return reasons
 
     def _decisions(
         self,
         applications: Sequence[LoanApplication],
         probabilities: Sequence[float | None],
-        reasons: Sequence[list],
+        reasons: Sequence[Sequence[Reason]],
     ) -> list[Decision]:
         threshold = self.threshold
         decided = decisions(
@@ -158,15 +165,16 @@ class Scorer:
 
     def _decide_one_by_one(self, applications: Sequence[LoanApplication]) -> list[Decision]:
         probabilities: list[float | None] = []
-        reasons: list[list] = []
+        reasons: list[Sequence[Reason]] = []
         for application in applications:
             try:
                 inputs = self.model_inputs([application])
-                p = float(self._probabilities(inputs)[0])
-                r = self._reasons(inputs, [application], [p])[0]
+                scores = self._probabilities(inputs)
+                named = self._reasons(inputs, [application], scores)[0]
+                probability: float | None = float(scores[0])
             except Exception:
                 logger.exception("the model raised on application %s", application.Loan_ID)
-                p, r = None, []
-            probabilities.append(p)
-            reasons.append(r)
+                probability, named = None, ()
+            probabilities.append(probability)
+            reasons.append(named)
         return self._decisions(applications, probabilities, reasons)

@@ -27,6 +27,7 @@ from sklearn.pipeline import Pipeline
 from loan_preprocessing.features import MODEL_FEATURES
 from loan_preprocessing.model_store import ModelLoadError, model_metadata
 from loan_preprocessing.reason_codes import (
+    CODES,
     FEATURE_REASONS,
     MAX_REASONS,
     REASON_CODES,
@@ -153,10 +154,13 @@ class ReasonExplainer:
         ]
         # Built once: every rejection shares these immutable objects.
         self._reasons = [Reason(code=r.code, fields=r.fields, text=r.text) for r in REASON_CODES]
-        self._when_not_provided = {
-            codes.index(code): self._reasons[codes.index(other)]
+        # (code, its fields, the code said instead when the application left them all empty)
+        self._when_not_provided = [
+            (codes.index(code), CODES[code].fields, codes.index(other))
             for code, other in WHEN_NOT_PROVIDED.items()
-        }
+        ]
+        # The reasons of each combination of codes met so far (a few dozen at most).
+        self._named: dict[tuple[int, ...], tuple[Reason, ...]] = {}
 
     @property
     def expected_value(self) -> float:
@@ -171,7 +175,7 @@ class ReasonExplainer:
         """(rows x REASON_CODES) attributions added up by reason code."""
         return self.shapley.grouped(inputs, self.group_of_feature, len(REASON_CODES))
 
-    def reasons(self, inputs: np.ndarray, applications: Sequence[Any]) -> list[list[Reason]]:
+    def reasons(self, inputs: np.ndarray, applications: Sequence[Any]) -> list[tuple[Reason, ...]]:
         """For each row of `inputs` (the classifier's input for `applications`), the
         codes whose contributions lowered its log-odds by MIN_REASON_LOG_ODDS or
         more, most negative first, at most MAX_REASONS. Ties keep the table's
@@ -185,20 +189,18 @@ class ReasonExplainer:
         # The factor that lowered the score most is named even below the floor
         # (a rejection's contributions add up to less than zero, see above).
         named[:, 0] = ranked[:, 0] < 0
-        return [
-            [
-                self._reason(code, application)
-                for code, lowered in zip(codes, keep, strict=True)
-                if lowered
-            ]
-            for application, codes, keep in zip(
-                applications, order.tolist(), named.tolist(), strict=True
+        codes = np.where(named, order, -1)
+        for code, fields, other in self._when_not_provided:
+            not_provided = np.fromiter(
+                (all(getattr(a, f) is None for f in fields) for a in applications),
+                dtype=bool,
+                count=len(applications),
             )
-        ]
+            codes[(codes == code) & not_provided[:, None]] = other
+        named_by_codes = self._named
+        return [named_by_codes.get(key) or self._name(key) for key in map(tuple, codes.tolist())]
 
-    def _reason(self, code: int, application: Any) -> Reason:
-        reason = self._reasons[code]
-        other = self._when_not_provided.get(code)
-        if other is not None and all(getattr(application, f) is None for f in reason.fields):
-            return other
-        return reason
+    def _name(self, codes: tuple[int, ...]) -> tuple[Reason, ...]:
+        reasons = tuple(self._reasons[code] for code in codes if code >= 0)
+        self._named[codes] = reasons
+        return reasons

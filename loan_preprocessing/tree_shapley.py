@@ -145,8 +145,11 @@ class TreeShapley:
 
     def _sides(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows x trees) 0/1: the side of the root split and of the other split."""
-        r = _goes_left(X[:, self.a], self.a_threshold, self.a_missing_left)
-        s = _goes_left(X[:, self.b], self.b_threshold, self.b_missing_left)
+        if np.isnan(X).any():
+            r = _goes_left(X[:, self.a], self.a_threshold, self.a_missing_left)
+            s = _goes_left(X[:, self.b], self.b_threshold, self.b_missing_left)
+        else:  # imputed model inputs: the comparisons alone
+            r, s = X[:, self.a] <= self.a_threshold, X[:, self.b] <= self.b_threshold
         return r.astype(np.intp), s.astype(np.intp)
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
