@@ -16,6 +16,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loan_preprocessing.data import read_applications
 from loan_preprocessing.features import DERIVED_FROM, MODEL_FEATURES
@@ -36,6 +38,7 @@ from loan_preprocessing.schema import (
     LoanApplication,
 )
 from tests.conftest import REAL_TRAINING_CSV, ROOT
+from tests.test_properties import VALID_APPLICATIONS
 
 CODE_NAMES = [reason.code for reason in REASON_CODES]
 
@@ -182,6 +185,29 @@ def test_the_same_application_gets_the_same_reasons_alone_and_in_any_batch(score
     for i in rejected_at:
         assert scorer.decide([applications[i]]) == [decisions[i]]
     assert scorer.decide(applications) == decisions
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(VALID_APPLICATIONS, min_size=1, max_size=8))
+def test_any_valid_applications_get_faithful_reasons(scorer, records):
+    """Beyond the real data: any valid applications (extreme incomes, missing
+    values) get reasons exactly when rejected, from factors that lowered their
+    score, and the attributions still add up to the log-odds."""
+    applications = [LoanApplication.model_validate(r) for r in records]
+    decisions = scorer.decide(applications)
+    inputs = scorer.model_inputs(applications)
+    phi = scorer.explainer.attributions(inputs)
+    log_odds = scorer.pipeline[-1].decision_function(inputs)
+    np.testing.assert_allclose(
+        phi.sum(axis=1) + scorer.explainer.expected_value, log_odds, atol=1e-9
+    )
+    contributions = scorer.explainer.code_contributions(inputs)
+    for decision, row, application in zip(decisions, contributions, applications, strict=True):
+        assert (decision.Loan_Status == REJECTED) == bool(decision.reasons)
+        named = [row[CODE_NAMES.index(_scored_code(r.code))] for r in decision.reasons]
+        assert named == sorted(named) and all(c < 0 for c in named)
+        assert len(decision.reasons) <= MAX_REASONS
+        assert scorer.decide([application]) == [decision]
 
 
 def _reference_applications(scorer) -> pd.DataFrame:
