@@ -33,9 +33,13 @@ venv: $(BIN)/.installed
 train: venv
 	$(BIN)/python train.py --data $(DATA)
 
+# Train on DATA when the store has no model yet, so every target that needs one
+# works from a fresh clone.
+ENSURE_MODEL = @$(BIN)/bentoml models get loan_approval:latest >/dev/null 2>&1 || $(BIN)/python train.py --data $(DATA)
+
 ## serve: serve the latest model on HOST:PORT (127.0.0.1:3000), training one first if the store has none
 serve: venv
-	@$(BIN)/bentoml models get loan_approval:latest >/dev/null 2>&1 || $(BIN)/python train.py --data $(DATA)
+	$(ENSURE_MODEL)
 	$(BIN)/bentoml serve service:LoanApproval --host $(HOST) --port $(PORT)
 
 ## test: lint, then the whole test suite (end-to-end tests start their own servers)
@@ -53,7 +57,7 @@ format: venv
 
 ## build: build a versioned Bento from bentofile.yaml (needs a trained model)
 build: venv
-	@$(BIN)/bentoml models get loan_approval:latest >/dev/null 2>&1 || $(BIN)/python train.py --data $(DATA)
+	$(ENSURE_MODEL)
 	$(BIN)/bentoml build
 
 ## versions: list the stored model versions, newest first, with their metrics
@@ -66,6 +70,7 @@ drift: venv
 
 ## score: score the CSV file CSV offline with the latest model into OUT
 score: venv
+	$(ENSURE_MODEL)
 	$(BIN)/python -m loan_preprocessing.batch.score_csv $(CSV) --output $(OUT)
 
 ## bench: serving speed vs the no-model ceiling (wrk, ~3 min; BEFORE=REV adds that commit's service): table + bench/results/latest.json
@@ -75,10 +80,12 @@ bench: venv
 
 ## spark-score: score INPUT (CSV or Parquet) with Spark into OUTPUT/scored and OUTPUT/rejected
 spark-score: venv
+	$(ENSURE_MODEL)
 	$(BIN)/python -m loan_preprocessing.batch.spark_job --input $(INPUT) --output $(OUTPUT) --master '$(SPARK_MASTER)' --overwrite
 
 ## bench-spark: Spark vs in-process pandas on 1M synthetic rows -> bench/results/spark.json
 bench-spark: venv
+	$(ENSURE_MODEL)
 	$(BIN)/python bench/spark_throughput.py --master '$(SPARK_MASTER)'
 
 ## k8s-validate: validate deploy/kubernetes offline against the Kubernetes API schemas
