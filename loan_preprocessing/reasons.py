@@ -159,7 +159,8 @@ class ReasonExplainer:
             (codes.index(code), CODES[code].fields, codes.index(other))
             for code, other in WHEN_NOT_PROVIDED.items()
         ]
-        # The reasons of each combination of codes met so far (a few dozen at most).
+        # The reasons of each combination of codes met so far: bounded by the table
+        # (ordered choices of at most MAX_REASONS codes), whatever clients send.
         self._named: dict[tuple[int, ...], tuple[Reason, ...]] = {}
 
     @property
