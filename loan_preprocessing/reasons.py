@@ -27,7 +27,6 @@ from sklearn.pipeline import Pipeline
 from loan_preprocessing.features import MODEL_FEATURES
 from loan_preprocessing.model_store import ModelLoadError, model_metadata
 from loan_preprocessing.reason_codes import (
-    CODES,
     FEATURE_REASONS,
     MAX_REASONS,
     REASON_CODES,
@@ -154,9 +153,9 @@ class ReasonExplainer:
         ]
         # Built once: every rejection shares these immutable objects.
         self._reasons = [Reason(code=r.code, fields=r.fields, text=r.text) for r in REASON_CODES]
-        # (code, its fields, the code said instead when the application left them all empty)
+        # (a reason, the reason given instead when the application left its fields empty)
         self._when_not_provided = [
-            (codes.index(code), CODES[code].fields, codes.index(other))
+            (self._reasons[codes.index(code)], self._reasons[codes.index(other)])
             for code, other in WHEN_NOT_PROVIDED.items()
         ]
         # The reasons of each combination of codes met so far: bounded by the table
@@ -190,16 +189,14 @@ class ReasonExplainer:
         # The factor that lowered the score most is named even below the floor
         # (a rejection's contributions add up to less than zero, see above).
         named[:, 0] = ranked[:, 0] < 0
-        codes = np.where(named, order, -1)
-        for code, fields, other in self._when_not_provided:
-            not_provided = np.fromiter(
-                (all(getattr(a, f) is None for f in fields) for a in applications),
-                dtype=bool,
-                count=len(applications),
-            )
-            codes[(codes == code) & not_provided[:, None]] = other
+        keys = map(tuple, np.where(named, order, -1).tolist())
         named_by_codes = self._named
-        return [named_by_codes.get(key) or self._name(key) for key in map(tuple, codes.tolist())]
+        reasons = [named_by_codes.get(key) or self._name(key) for key in keys]
+        for code, other in self._when_not_provided:
+            for i, application in enumerate(applications):
+                if code in reasons[i] and all(getattr(application, f) is None for f in code.fields):
+                    reasons[i] = tuple(other if r is code else r for r in reasons[i])
+        return reasons
 
     def _name(self, codes: tuple[int, ...]) -> tuple[Reason, ...]:
         reasons = tuple(self._reasons[code] for code in codes if code >= 0)

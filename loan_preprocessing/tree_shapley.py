@@ -115,7 +115,8 @@ class TreeShapley:
         leaf = np.array([t.leaf for t in split_trees]).reshape(len(split_trees), 2, 2)
         # Sides the reference rows take: E[f(z)], E_z f(x_a, z_b) per root side r,
         # E_z f(z_a, x_b) per side s of the other split.
-        r_ref, s_ref = self._sides(reference)
+        cells = self._cells(reference)
+        r_ref, s_ref = cells // 2, cells % 2
         trees_index = np.arange(len(split_trees))
         expected = leaf[trees_index, r_ref, s_ref].mean(axis=0)
         by_root_side = np.stack([leaf[trees_index, r, s_ref].mean(axis=0) for r in (0, 1)], 1)
@@ -143,14 +144,15 @@ class TreeShapley:
         self._column_base = 4 * np.arange(2 * len(split_trees), dtype=np.intp)
         self.column_feature = np.concatenate([self.a, self.b])
 
-    def _sides(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(rows x trees) 0/1: the side of the root split and of the other split."""
+    def _cells(self, X: np.ndarray) -> np.ndarray:
+        """(rows x trees) 2 r + s: r and s are 1 when the row goes left at the root
+        split and at the other split."""
         if np.isnan(X).any():
             r = _goes_left(X[:, self.a], self.a_threshold, self.a_missing_left)
             s = _goes_left(X[:, self.b], self.b_threshold, self.b_missing_left)
         else:  # imputed model inputs: the comparisons alone
             r, s = X[:, self.a] <= self.a_threshold, X[:, self.b] <= self.b_threshold
-        return r.astype(np.intp), s.astype(np.intp)
+        return 2 * r + s
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """(rows x 2 trees) each tree's credit to its root feature, then to its
@@ -161,9 +163,7 @@ class TreeShapley:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected a matrix of {self.n_features} columns, got {X.shape}")
-        r, s = self._sides(X)
-        cell = 2 * r + s
-        return self._tables.take(base + cell[:, tree])
+        return self._tables.take(base + self._cells(X)[:, tree])
 
     def shap_values(self, X: np.ndarray) -> np.ndarray:
         """(rows x features) attributions; each row adds up to raw score - expected_value."""
