@@ -68,6 +68,10 @@ versions: venv
 drift: venv
 	$(BIN)/python -m loan_preprocessing.operations.drift --log $(LOG)
 
+## fairness: approval rates by protected group in the prediction log LOG vs its model's training audit
+fairness: venv
+	$(BIN)/python -m loan_preprocessing.operations.fairness --log $(LOG)
+
 ## score: score the CSV file CSV offline with the latest model into OUT
 score: venv
 	$(ENSURE_MODEL)
@@ -101,4 +105,4 @@ clean:
 help:
 	@awk '/^## /{sub(/^## /,""); i=index($$0,": "); printf "  %-12s %s\n", substr($$0,1,i-1), substr($$0,i+2)}' $(MAKEFILE_LIST)
 
-.PHONY: venv train serve test lint format build versions drift score bench spark-score bench-spark k8s-validate clean help
+.PHONY: venv train serve test lint format build versions drift fairness score bench spark-score bench-spark k8s-validate clean help

@@ -18,7 +18,10 @@ from sklearn.preprocessing import FunctionTransformer
 from loan_preprocessing.schema import (
     CATEGORICAL_COLUMNS,
     FEATURE_COLUMNS,
+    ID_COLUMN,
     NUMERIC_COLUMNS,
+    PROHIBITED_BASIS_RULE,
+    PROTECTED_ATTRIBUTES,
     LoanApplication,
 )
 from loan_preprocessing.tree_ensemble import VectorizedBooster, unsupported_reason
@@ -34,7 +37,6 @@ UNKNOWN_CREDIT_HISTORY: Final = 0.85
 # What the classifier sees, in order. Only these columns influence a decision.
 MODEL_FEATURES: Final = (
     "CreditHistory",
-    "IsMarried",
     "IsSemiurban",
     "IsGraduate",
     "LogTotalIncome",
@@ -85,17 +87,38 @@ def add_loan_features(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-# The application fields the model's features are computed from.
+# The application fields the model's features are computed from: the only ones
+# that can influence a decision. train.py records them with every model, and
+# loading refuses a model whose recorded inputs hold a protected attribute.
 DERIVED_FROM: Final = (
     "ApplicantIncome",
     "CoapplicantIncome",
     "LoanAmount",
     "Loan_Amount_Term",
     "Credit_History",
-    "Married",
     "Property_Area",
     "Education",
 )
+# The application fields the model deliberately does not use, and why (the model
+# card lists them).
+NOT_MODEL_INPUTS: Final[dict[str, str]] = {
+    **{
+        name: f"protected characteristic ({characteristic}): a prohibited basis under "
+        f"{PROHIBITED_BASIS_RULE}; kept in requests and logs for fairness monitoring only"
+        for name, characteristic in PROTECTED_ATTRIBUTES.items()
+    },
+    "Dependents": "tied to marital and familial status (familial status is protected in "
+    "housing credit); kept out on purpose",
+    "Self_Employed": "not among the designed features; adding it is a model change to be "
+    "measured and audited like any other",
+    ID_COLUMN: "an identifier, not a property of the application",
+}
+
+
+def model_inputs() -> dict[str, list[str]]:
+    """What a model trained with this code reads: the application fields and the
+    features derived from them (recorded in its metadata as MODEL_INPUTS_KEY)."""
+    return {"fields": list(DERIVED_FROM), "features": list(MODEL_FEATURES)}
 
 
 def loan_feature_matrix(columns: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -113,7 +136,6 @@ def loan_feature_matrix(columns: Mapping[str, np.ndarray]) -> np.ndarray:
     features = {
         "CreditHistory": np.where(np.isnan(credit), UNKNOWN_CREDIT_HISTORY, credit),
         # Compared as object arrays: a missing category (None or NaN) is simply not equal.
-        "IsMarried": np.asarray(columns["Married"], dtype=object) == "Yes",
         "IsSemiurban": np.asarray(columns["Property_Area"], dtype=object) == "Semiurban",
         "IsGraduate": np.asarray(columns["Education"], dtype=object) == "Graduate",
         "LogTotalIncome": np.log1p(income),

@@ -16,8 +16,14 @@ import sklearn
 import skops.io
 from sklearn.pipeline import Pipeline
 
+from loan_preprocessing.features import MODEL_FEATURES
+from loan_preprocessing.schema import PROTECTED_ATTRIBUTES
+
 MODEL_NAME: Final = "loan_approval"
 PIPELINE_FILE: Final = "pipeline.skops"
+# The metadata section that records the application fields and derived features
+# the model reads (features.model_inputs()).
+MODEL_INPUTS_KEY: Final = "model_inputs"
 
 # Types skops does not trust by default but that our own pipeline contains:
 # the module-level functions of the feature step, numpy dtypes and the fitted
@@ -80,6 +86,7 @@ def load_pipeline(model: bentoml.Model) -> Pipeline:
             f"model {model.tag} was trained with scikit-learn {trained_with}, this environment "
             f"has {sklearn.__version__}; retrain it or install scikit-learn=={trained_with}"
         )
+    check_model_inputs(str(model.tag), metadata)
     payload = path.read_bytes()
     digest = hashlib.sha256(payload).hexdigest()
     if digest != artifact.get("sha256"):
@@ -107,6 +114,33 @@ def load_pipeline(model: bentoml.Model) -> Pipeline:
             f"{type(pipeline).__name__}, not a scikit-learn Pipeline"
         )
     return pipeline
+
+
+def check_model_inputs(tag: str, metadata: dict[str, Any]) -> None:
+    """Refuse, with one line, a model that does not record the application fields it
+    reads, that reads a protected attribute, or whose features are not the ones
+    this code derives (it could not score, or would score differently)."""
+    recorded = metadata.get(MODEL_INPUTS_KEY)
+    if not isinstance(recorded, dict):
+        recorded = {}
+    fields = recorded.get("fields")
+    if not isinstance(fields, list):
+        raise ModelLoadError(
+            f"model {tag} does not record the application fields it uses (trained before "
+            "they were recorded, when the model still read Married); retrain with train.py"
+        )
+    protected = [f"{f} ({PROTECTED_ATTRIBUTES[f]})" for f in fields if f in PROTECTED_ATTRIBUTES]
+    if protected:
+        raise ModelLoadError(
+            f"model {tag} uses the protected attribute(s) {', '.join(protected)} as input; "
+            "a credit decision must not, so it is refused: retrain with train.py"
+        )
+    features = recorded.get("features")
+    if features != list(MODEL_FEATURES):
+        raise ModelLoadError(
+            f"model {tag} was fitted on the features {features}, this code derives "
+            f"{list(MODEL_FEATURES)}; retrain with train.py"
+        )
 
 
 def get_model(tag: str) -> bentoml.Model:

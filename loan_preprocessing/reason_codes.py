@@ -56,11 +56,9 @@ REASON_CODES: Final = (
 CODES: Final = {reason.code: reason for reason in REASON_CODES}
 
 # The code of each model feature (features.MODEL_FEATURES): contributions of
-# features with the same code are added before reasons are ranked. None: the
-# feature is derived from a protected characteristic and is never named.
-FEATURE_REASONS: Final[dict[str, str | None]] = {
+# features with the same code are added before reasons are ranked.
+FEATURE_REASONS: Final[dict[str, str]] = {
     "CreditHistory": "CREDIT_HISTORY",
-    "IsMarried": None,
     "IsSemiurban": "PROPERTY_AREA",
     "IsGraduate": "EDUCATION",
     "LogTotalIncome": "INCOME",
@@ -74,7 +72,3 @@ FEATURE_REASONS: Final[dict[str, str | None]] = {
 # the model scores an unknown credit history as its own value, and the reason
 # must say what was scored ("not provided", not "does not meet").
 WHEN_NOT_PROVIDED: Final = {"CREDIT_HISTORY": "NO_CREDIT_HISTORY"}
-
-# Application fields that may never be named in a reason: protected
-# characteristics, whether or not the model reads them.
-NEVER_NAMED_FIELDS: Final = ("Gender", "Married", "Dependents")

@@ -24,7 +24,7 @@ import bentoml
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from loan_preprocessing.features import MODEL_FEATURES
+from loan_preprocessing.features import DERIVED_FROM, MODEL_FEATURES
 from loan_preprocessing.model_store import ModelLoadError, model_metadata
 from loan_preprocessing.reason_codes import (
     FEATURE_REASONS,
@@ -32,10 +32,13 @@ from loan_preprocessing.reason_codes import (
     REASON_CODES,
     WHEN_NOT_PROVIDED,
 )
-from loan_preprocessing.schema import Reason
+from loan_preprocessing.schema import PROTECTED_ATTRIBUTES, Reason
 from loan_preprocessing.tree_shapley import TreeShapley
 
 REFERENCE_FILE: Final = "reason_reference.json"
+# The fields a reason may name: those the model reads (features.DERIVED_FROM),
+# never a protected characteristic (checked again here, whatever the table says).
+NAMEABLE_FIELDS: Final = tuple(f for f in DERIVED_FROM if f not in PROTECTED_ATTRIBUTES)
 # How many approved applicants, lowest scores first, make the reference
 # population: about the lowest-scoring fifth of the real data's approvals.
 REFERENCE_SIZE: Final = 100
@@ -142,15 +145,15 @@ class ReasonExplainer:
         unmapped = [f for f in features if f not in FEATURE_REASONS]
         if unmapped:
             raise ValueError(f"model features without a reason code: {', '.join(unmapped)}")
+        unnameable = {r.code: sorted(set(r.fields) - set(NAMEABLE_FIELDS)) for r in REASON_CODES}
+        if any(unnameable.values()):
+            raise ValueError(f"reason codes naming fields no reason may name: {unnameable}")
         self.shapley = TreeShapley(classifier, reference.inputs)
         if len(features) != self.shapley.n_features:
             raise ValueError(f"{len(features)} feature names for {self.shapley.n_features} inputs")
         self.features = tuple(features)
         codes = [reason.code for reason in REASON_CODES]
-        self.group_of_feature = [
-            -1 if FEATURE_REASONS[f] is None else codes.index(str(FEATURE_REASONS[f]))
-            for f in features
-        ]
+        self.group_of_feature = [codes.index(FEATURE_REASONS[f]) for f in features]
         # Built once: every rejection shares these immutable objects.
         self._reasons = [Reason(code=r.code, fields=r.fields, text=r.text) for r in REASON_CODES]
         # (a reason, the reason given instead when the application left its fields empty)

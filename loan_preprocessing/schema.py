@@ -50,6 +50,18 @@ FEATURE_COLUMNS: Final = (
     "Property_Area",
 )
 REQUIRED_COLUMNS: Final = ("Education", "ApplicantIncome", "CoapplicantIncome", "Property_Area")
+
+# Protected characteristics: the application fields that name a prohibited basis
+# (field -> characteristic). The Equal Credit Opportunity Act's Regulation B
+# (12 CFR 1002.6(b)) forbids taking sex or marital status into account in
+# evaluating creditworthiness, as do many other jurisdictions. The API still
+# accepts them (the data set's records carry them, and fairness monitoring needs
+# them), but the model never sees them, directly or through a derived feature.
+PROTECTED_ATTRIBUTES: Final[dict[str, str]] = {"Gender": "sex", "Married": "marital status"}
+PROHIBITED_BASIS_RULE: Final = "ECOA, Regulation B (12 CFR 1002.6(b))"
+# Audited with the protected attributes but not forbidden: where the property is
+# is a legitimate underwriting fact, and a classic proxy for protected groups.
+PROXY_ATTRIBUTES: Final[dict[str, str]] = {"Property_Area": "geography, a classic proxy"}
 CREDIT_HISTORY_LEVELS: Final = (0, 1)
 
 # Generous plausibility ceilings: they keep absurd values (and float overflow in
@@ -106,10 +118,16 @@ class LoanApplication(BaseModel):
         examples=["LP001015"],
     )
     Gender: Literal["Male", "Female"] | None = Field(
-        default=None, description="Applicant's gender.", examples=["Male"]
+        default=None,
+        description="Applicant's gender. A protected characteristic: the model does not "
+        "use it; it is kept for fairness monitoring.",
+        examples=["Male"],
     )
     Married: Literal["Yes", "No"] | None = Field(
-        default=None, description="Whether the applicant is married.", examples=["Yes"]
+        default=None,
+        description="Whether the applicant is married. A protected characteristic: the "
+        "model does not use it; it is kept for fairness monitoring.",
+        examples=["Yes"],
     )
     Dependents: Annotated[
         Literal["0", "1", "2", "3+"] | None, BeforeValidator(_dependents_from_number)

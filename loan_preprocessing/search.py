@@ -21,6 +21,13 @@ PARAM_GRID: Final[dict[str, list[Any]]] = {
 DECISION_THRESHOLD: Final = 0.5
 
 
+def search_folds(seed: int) -> StratifiedKFold:
+    """The search's cross-validation folds. The fairness audit's out-of-fold
+    predictions use the same folds, so they are the search's own CV predictions
+    for the chosen hyperparameters."""
+    return StratifiedKFold(SEARCH_FOLDS, shuffle=True, random_state=seed)
+
+
 def make_search(seed: int, n_jobs: int = 1, verbose: int = 1) -> GridSearchCV:
     """Cross-validated grid search over the whole pipeline, preprocessing included."""
     # Many 3-leaf trees with strong L2: small interactions, smooth probabilities.
@@ -39,7 +46,7 @@ def make_search(seed: int, n_jobs: int = 1, verbose: int = 1) -> GridSearchCV:
         build_pipeline(classifier),
         PARAM_GRID,
         scoring=SEARCH_SCORING,
-        cv=StratifiedKFold(SEARCH_FOLDS, shuffle=True, random_state=seed),
+        cv=search_folds(seed),
         n_jobs=n_jobs,
         verbose=verbose,
         refit=True,

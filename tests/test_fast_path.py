@@ -110,7 +110,6 @@ def test_numpy_features_equal_the_pandas_formulation(synthetic_applications):
     pandas_spelling = pd.DataFrame(
         {
             "CreditHistory": credit.where(credit.notna(), UNKNOWN_CREDIT_HISTORY),
-            "IsMarried": (frame["Married"] == "Yes").astype(np.float64),
             "IsSemiurban": (frame["Property_Area"] == "Semiurban").astype(np.float64),
             "IsGraduate": (frame["Education"] == "Graduate").astype(np.float64),
             "LogTotalIncome": np.log1p(income),

@@ -19,7 +19,7 @@ import yaml
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from loan_preprocessing.model_store import PIPELINE_FILE
+from loan_preprocessing.model_store import MODEL_INPUTS_KEY, PIPELINE_FILE
 from loan_preprocessing.reasons import REFERENCE_FILE
 from tests.conftest import SAMPLE_CSV
 from tests.support.server import BENTOML, ROOT, free_port
@@ -89,6 +89,16 @@ def other_sklearn(home: Path) -> None:
     edit_metadata(home, lambda meta: meta["versions"].__setitem__("scikit-learn", "0.24.2"))
 
 
+def reads_married(home: Path) -> None:
+    # What the metadata of a model that read marital status says.
+    edit_metadata(home, lambda meta: meta[MODEL_INPUTS_KEY]["fields"].append("Married"))
+
+
+def inputs_not_recorded(home: Path) -> None:
+    # A model stored before inputs were recorded (it still read Married).
+    edit_metadata(home, lambda meta: meta.pop(MODEL_INPUTS_KEY))
+
+
 def no_reference(home: Path) -> None:
     (model_dir(home) / REFERENCE_FILE).unlink()
 
@@ -109,6 +119,8 @@ def no_model(home: Path) -> None:
         (untrusted_type, "not trusted: posix.system"),
         (garbled, "not a readable skops file"),
         (other_sklearn, "trained with scikit-learn 0.24.2"),
+        (reads_married, "uses the protected attribute(s) Married (marital status) as input"),
+        (inputs_not_recorded, "does not record the application fields it uses"),
         (no_reference, f"has no {REFERENCE_FILE} to explain its rejections with"),
         (tampered_reference, f"{REFERENCE_FILE} does not match the sha256 recorded"),
         (no_model, "loan_approval:latest could not be found"),
@@ -118,6 +130,8 @@ def no_model(home: Path) -> None:
         "untrusted-type",
         "garbled",
         "other-sklearn",
+        "reads-married",
+        "inputs-not-recorded",
         "no-reason-reference",
         "tampered-reason-reference",
         "no-model",

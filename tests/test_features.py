@@ -11,14 +11,24 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from loan_preprocessing.data import features_and_target, read_applications
 from loan_preprocessing.features import (
+    DERIVED_FROM,
     MODEL_FEATURES,
+    NOT_MODEL_INPUTS,
     UNKNOWN_CREDIT_HISTORY,
     add_loan_features,
     build_pipeline,
+    model_inputs,
     to_feature_frame,
 )
 from loan_preprocessing.model_store import TRUSTED_TYPES
-from loan_preprocessing.schema import CATEGORICAL_COLUMNS, EXAMPLE_APPLICATION, FEATURE_COLUMNS
+from loan_preprocessing.schema import (
+    CATEGORICAL_COLUMNS,
+    CATEGORY_LEVELS,
+    EXAMPLE_APPLICATION,
+    FEATURE_COLUMNS,
+    ID_COLUMN,
+    PROTECTED_ATTRIBUTES,
+)
 from loan_preprocessing.synthetic import generate_applications
 
 
@@ -62,7 +72,32 @@ def test_derived_features():
     assert row["CreditHistory"] == UNKNOWN_CREDIT_HISTORY
     assert row["LogTotalIncome"] == pytest.approx(np.log1p(5720 + 1000))
     assert row["LogInstalmentToIncome"] == pytest.approx(np.log(110_000 / 360 / 6721))
-    assert row["IsMarried"] == 1.0 and row["IsSemiurban"] == 0.0 and row["IsGraduate"] == 1.0
+    assert row["IsSemiurban"] == 0.0 and row["IsGraduate"] == 1.0
+
+
+def test_no_protected_attribute_is_a_model_input():
+    """The fields the features are computed from leave out every protected
+    characteristic and Dependents; each unused field says why."""
+    assert not set(DERIVED_FROM) & set(PROTECTED_ATTRIBUTES)
+    assert "Dependents" not in DERIVED_FROM
+    assert set(DERIVED_FROM) | set(NOT_MODEL_INPUTS) == {ID_COLUMN, *FEATURE_COLUMNS}
+    assert set(PROTECTED_ATTRIBUTES) <= set(NOT_MODEL_INPUTS)
+    assert model_inputs() == {"fields": list(DERIVED_FROM), "features": list(MODEL_FEATURES)}
+
+
+def test_features_do_not_read_the_protected_fields(small_frame):
+    """The feature step's output is the same with the protected columns blanked or
+    swapped: no derived feature reads them."""
+    frame = to_feature_frame(small_frame)
+    changed = frame.copy()
+    for name, levels in ((n, CATEGORY_LEVELS[n]) for n in PROTECTED_ATTRIBUTES):
+        changed[name] = [
+            levels[(levels.index(v) + 1) % len(levels)] if v in levels else levels[0]
+            for v in frame[name]
+        ]
+    blanked = frame.assign(**{name: np.nan for name in PROTECTED_ATTRIBUTES})
+    for other in (changed, blanked):
+        pd.testing.assert_frame_equal(add_loan_features(other), add_loan_features(frame))
 
 
 def test_pipeline_round_trips_through_skops_with_only_the_trusted_types(small_frame):

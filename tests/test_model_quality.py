@@ -1,7 +1,9 @@
-"""Model quality and behaviour on the real Loan Prediction data (../shared).
+"""Model quality, behaviour and fairness on the real Loan Prediction data (../shared).
 
 The floors come from the issue: the classic Flask tutorial's pipeline scores
-0.773 on the classic split and ~0.755 ROC AUC in 5x5 CV.
+0.773 on the classic split and ~0.755 ROC AUC in 5x5 CV. They hold without the
+protected characteristics as inputs (tests/test_fair_lending.py proves the model
+ignores them).
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ from sklearn.model_selection import RepeatedStratifiedKFold, cross_validate
 
 from loan_preprocessing.data import features_and_target, read_applications
 from loan_preprocessing.features import to_feature_frame
+from loan_preprocessing.operations.fairness import (
+    AUDITED_ATTRIBUTES,
+    DEFAULT_MIN_ADVERSE_IMPACT_RATIO,
+    FAIRNESS_KEY,
+    below_floor,
+)
 from loan_preprocessing.search import make_search
 from tests.conftest import REAL_TRAINING_CSV
 
@@ -40,6 +48,21 @@ def test_repeated_cv_floors(real_model):
     )
     assert scores["test_accuracy"].mean() >= 0.80
     assert scores["test_roc_auc"].mean() >= 0.77
+
+
+def test_the_real_models_fairness_audit(real_model):
+    """Every real training row is audited once per attribute, and no protected
+    attribute is below the four-fifths floor (training would have refused it)."""
+    stored, _ = real_model
+    audit = stored.info.metadata[FAIRNESS_KEY]
+    frame = read_applications(REAL_TRAINING_CSV)
+    assert audit["rows"] == len(frame) == 614
+    for name in AUDITED_ATTRIBUTES:
+        result = audit["attributes"][name]
+        counts = {g: v["count"] for g, v in result["groups"].items()}
+        assert counts == frame[name].value_counts().to_dict(), name
+        assert result["not_stated"] == frame[name].isna().sum(), name
+    assert below_floor(audit, DEFAULT_MIN_ADVERSE_IMPACT_RATIO) == []
 
 
 def _with(rows: list[dict], **changes) -> pd.DataFrame:

@@ -26,7 +26,13 @@ import numpy as np
 import pandas as pd
 
 from loan_preprocessing.features import to_feature_frame
-from loan_preprocessing.schema import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS
+from loan_preprocessing.schema import (
+    APPROVED,
+    CATEGORICAL_COLUMNS,
+    FEATURE_COLUMNS,
+    NUMERIC_COLUMNS,
+    TARGET_COLUMN,
+)
 
 PROFILE_FILE: Final = "reference_profile.json"
 PROFILE_FORMAT: Final = 1
@@ -139,6 +145,7 @@ def _category(value: object) -> str:
 @dataclass(frozen=True)
 class LoggedApplications:
     features: pd.DataFrame
+    approved: np.ndarray  # 1 where the service approved the application
     model_tags: Counter[str]
     first_time: str | None
     last_time: str | None
@@ -147,6 +154,7 @@ class LoggedApplications:
 def read_prediction_logs(paths: Iterable[Path]) -> LoggedApplications:
     """The applications of the service's JSON-lines prediction logs, as a feature frame."""
     applications: list[Mapping[str, Any]] = []
+    approved: list[bool] = []
     tags: Counter[str] = Counter()
     times: list[str] = []
     for path in paths:
@@ -162,6 +170,7 @@ def read_prediction_logs(paths: Iterable[Path]) -> LoggedApplications:
                         f"{path}:{number}: not a prediction log entry ({type(exc).__name__})"
                     ) from None
                 applications.append(application)
+                approved.append(entry.get(TARGET_COLUMN) == APPROVED)
                 tags[str(entry.get("model_tag"))] += 1
                 if entry.get("time"):
                     times.append(str(entry["time"]))
@@ -170,7 +179,13 @@ def read_prediction_logs(paths: Iterable[Path]) -> LoggedApplications:
     frame = to_feature_frame(
         [{name: a.get(name) for name in FEATURE_COLUMNS} for a in applications]
     )
-    return LoggedApplications(frame, tags, min(times, default=None), max(times, default=None))
+    return LoggedApplications(
+        frame,
+        np.array(approved, dtype=np.int64),
+        tags,
+        min(times, default=None),
+        max(times, default=None),
+    )
 
 
 def load_model_profile(tag: str) -> tuple[str, dict[str, Any]]:
@@ -235,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             source = str(args.reference)
             profile = build_reference_profile(to_feature_frame(read_applications(args.reference)))
         else:
-            tag = args.model_tag or _single_tag(logged.model_tags)
+            tag = args.model_tag or single_model_tag(logged.model_tags)
             source, profile = load_model_profile(tag)
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -262,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _single_tag(tags: Counter[str]) -> str:
+def single_model_tag(tags: Counter[str]) -> str:
     named = [t for t in tags if t and t != "None"]
     if len(named) != 1:
         raise ValueError(

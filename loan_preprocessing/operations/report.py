@@ -1,9 +1,11 @@
 """The training report: metrics JSON and plots of the held-out predictions.
 
 train.py writes one per model into `reports/<version>/` and into the model's own
-folder in the store (`report/`), so the evidence travels with the model. Every
-figure is made from the held-out 20% of the rows, scored by the pipeline that was
-searched on the other 80%; the stored model itself is refitted on every row.
+folder in the store (`report/`), so the evidence travels with the model. The
+quality figures are made from the held-out 20% of the rows, scored by the pipeline
+that was searched on the other 80%; the fairness figure (approval rate by group)
+from the out-of-fold decisions on every row (operations/fairness.py); the stored
+model itself is refitted on every row.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from sklearn.metrics import (
 )
 from sklearn.pipeline import Pipeline
 
+from loan_preprocessing.operations.fairness import DEFAULT_MIN_ADVERSE_IMPACT_RATIO
 from loan_preprocessing.schema import APPROVED, FEATURE_COLUMNS, REJECTED
 from loan_preprocessing.search import SEARCH_SCORING
 
@@ -37,7 +40,15 @@ ROC_FILE: Final = "roc_curve.png"
 CALIBRATION_FILE: Final = "calibration_curve.png"
 CONFUSION_FILE: Final = "confusion_matrix.png"
 IMPORTANCE_FILE: Final = "permutation_importance.png"
-REPORT_FILES: Final = (METRICS_FILE, ROC_FILE, CALIBRATION_FILE, CONFUSION_FILE, IMPORTANCE_FILE)
+APPROVAL_BY_GROUP_FILE: Final = "approval_by_group.png"
+REPORT_FILES: Final = (
+    METRICS_FILE,
+    ROC_FILE,
+    CALIBRATION_FILE,
+    CONFUSION_FILE,
+    IMPORTANCE_FILE,
+    APPROVAL_BY_GROUP_FILE,
+)
 PERMUTATION_REPEATS: Final = 10
 # Quantile bins: about 12 held-out rows per bin on the 614-row data set.
 CALIBRATION_BINS: Final = 10
@@ -64,10 +75,15 @@ class TrainingReport:
     probabilities: np.ndarray
     threshold: float
     importance: pd.DataFrame  # index: input column; columns: mean, std
+    fairness: dict[str, Any]  # the audit of operations/fairness.py
 
 
 def build_report(
-    holdout: Holdout, threshold: float, metrics: dict[str, float], seed: int
+    holdout: Holdout,
+    threshold: float,
+    metrics: dict[str, float],
+    seed: int,
+    fairness: dict[str, Any],
 ) -> TrainingReport:
     """Compute the report's numbers; permutation importance shuffles the raw input
     columns (Credit_History, not the derived features), so it speaks the data's terms."""
@@ -108,14 +124,15 @@ def build_report(
             "mean": {k: round(float(v), 4) for k, v in table["mean"].items()},
             "std": {k: round(float(v), 4) for k, v in table["std"].items()},
         },
+        "fairness": fairness,
     }
-    return TrainingReport(summary, y, p, threshold, table)
+    return TrainingReport(summary, y, p, threshold, table, fairness)
 
 
 def write_report(
     report: TrainingReport, directory: Path, title: str, model_tag: str | None = None
 ) -> list[Path]:
-    """Write metrics JSON and the four plots into `directory`; `title` (which names
+    """Write metrics JSON and the plots into `directory`; `title` (which names
     the model's tag when it is known) heads every plot."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / METRICS_FILE).write_text(
@@ -133,6 +150,7 @@ def draw_figures(report: TrainingReport, title: str) -> dict[str, Figure]:
         CALIBRATION_FILE: _calibration,
         CONFUSION_FILE: _confusion,
         IMPORTANCE_FILE: _importance,
+        APPROVAL_BY_GROUP_FILE: _approval_by_group,
     }
     figures = {}
     for name, paint in painters.items():
@@ -196,3 +214,39 @@ def _importance(figure: Figure, report: TrainingReport) -> None:
     ax.set_title(f"Permutation importance ({_subtitle(report)}, {PERMUTATION_REPEATS} repeats)")
     ax.set_xlabel(f"drop in {SEARCH_SCORING} when the column is shuffled")
     ax.set_ylabel("input column")
+
+
+def _approval_by_group(figure: Figure, report: TrainingReport) -> None:
+    """One bar per group of each audited attribute, with its bootstrap interval and
+    count, and each attribute's four-fifths line (0.8 x its highest rate)."""
+    ax = figure.subplots()
+    labels, rates, errors, colours = [], [], [], []
+    attributes = report.fairness["attributes"]
+    for index, (name, result) in enumerate(attributes.items()):
+        for group, values in result["groups"].items():
+            rate = values["approval_rate"]
+            low, high = values.get("approval_rate_interval") or (rate, rate)
+            labels.append(f"{name} = {group} (n={values['count']:.0f})")
+            rates.append(rate)
+            errors.append((rate - low, high - rate))
+            colours.append(f"C{index}")
+    positions = np.arange(len(labels))[::-1]  # the first attribute at the top
+    ax.barh(positions, rates, xerr=np.array(errors).T, color=colours, capsize=3)
+    start = 0
+    for result in attributes.values():
+        groups = list(result["groups"].values())
+        if groups:
+            floor = DEFAULT_MIN_ADVERSE_IMPACT_RATIO * max(g["approval_rate"] for g in groups)
+            rows = positions[start : start + len(groups)]
+            ax.vlines(floor, rows.min() - 0.4, rows.max() + 0.4, colors="0.3", linestyles="--")
+        start += len(groups)
+    ax.set_yticks(positions, labels, fontsize=8)
+    ax.set_xlim(0.0, 1.0)
+    ax.set_title(f"Approval rate by group ({report.fairness['rows']} rows, out of fold)")
+    quantiles = report.fairness["bootstrap"]["quantiles"]
+    ax.set_xlabel(
+        f"share approved; bars: {quantiles[1] - quantiles[0]:.0%} bootstrap interval; "
+        f"dashes: {DEFAULT_MIN_ADVERSE_IMPACT_RATIO} x highest",
+        fontsize=8,
+    )
+    ax.set_ylabel("audited attribute and group")

@@ -1,11 +1,12 @@
 """The stored model versions: list them, show one, compare two.
 
     python -m loan_preprocessing.operations.versions list
-    python -m loan_preprocessing.operations.versions show loan_approval:<version>
+    python -m loan_preprocessing.operations.versions show loan_approval:<version> [--card]
     python -m loan_preprocessing.operations.versions compare loan_approval:<a> loan_approval:<b>
 
-Reads the metadata train.py records (metrics, hyperparameters, training data,
-package versions) from the local BentoML store; nothing is loaded or changed.
+Reads the metadata train.py records (metrics, fairness audit, model inputs,
+hyperparameters, training data, package versions) and the model card from the
+local BentoML store; nothing is loaded or changed.
 Rolling back is serving an older version: LOAN_MODEL_TAG=loan_approval:<version>.
 """
 
@@ -22,7 +23,10 @@ import bentoml
 
 from loan_preprocessing.model_store import MODEL_NAME, ModelLoadError, get_model
 from loan_preprocessing.operations.drift import PROFILE_FILE
+from loan_preprocessing.operations.fairness import FAIRNESS_KEY
+from loan_preprocessing.operations.model_card import CARD_FILE
 from loan_preprocessing.operations.report import STORE_REPORT_DIR
+from loan_preprocessing.schema import PROTECTED_ATTRIBUTES
 
 # The columns of `list`: (heading, metadata path, format).
 LIST_COLUMNS: Final = (
@@ -32,11 +36,18 @@ LIST_COLUMNS: Final = (
     ("ROC AUC", ("metrics", "holdout_roc_auc"), "{:.3f}"),
     ("Brier", ("metrics", "holdout_brier"), "{:.3f}"),
     ("classic acc", ("metrics", "classic_split_accuracy"), "{:.3f}"),
+    # The adverse impact ratio of each protected attribute (fairness audit).
+    *(
+        (f"AIR {name}", (FAIRNESS_KEY, "attributes", name, "adverse_impact_ratio"), "{:.3f}")
+        for name in PROTECTED_ATTRIBUTES
+    ),
 )
 # Metadata sections shown by `show` and `compare`, in this order; the rest follow.
 SECTIONS: Final = (
     "metrics",
     "threshold",
+    FAIRNESS_KEY,
+    "model_inputs",
     "hyperparameters",
     "training_data",
     "search",
@@ -115,7 +126,17 @@ def format_show(model: bentoml.Model) -> str:
         lines.append(f"{'report':45s} {report}")
     if not Path(model.path_of(PROFILE_FILE)).is_file():
         lines.append(f"{'note':45s} no {PROFILE_FILE}: drift needs --reference for this version")
+    if not Path(model.path_of(CARD_FILE)).is_file():
+        lines.append(f"{'note':45s} no {CARD_FILE}: trained before model cards")
     return "\n".join(lines)
+
+
+def model_card(model: bentoml.Model) -> str:
+    """The version's model card (Markdown), as train.py stored it."""
+    path = Path(model.path_of(CARD_FILE))
+    if not path.is_file():
+        raise ModelLoadError(f"model {model.tag} has no {CARD_FILE} (trained before model cards)")
+    return path.read_text(encoding="utf-8")
 
 
 def format_compare(a: bentoml.Model, b: bentoml.Model, only_differences: bool = False) -> str:
@@ -173,6 +194,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     commands.add_parser("list", help="every version, newest first")
     show = commands.add_parser("show", help="everything recorded about one version")
     show.add_argument("tag", help=f"e.g. {MODEL_NAME}:latest")
+    show.add_argument("--card", action="store_true", help="print the model card instead")
     compare = commands.add_parser("compare", help="two versions side by side")
     compare.add_argument("tag_a")
     compare.add_argument("tag_b")
@@ -190,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             models = list_models()
             print(format_list(models) if models else f"no {MODEL_NAME} models in the store")
         elif args.command == "show":
-            print(format_show(get_model(_full(args.tag))))
+            model = get_model(_full(args.tag))
+            print(model_card(model) if args.card else format_show(model))
         else:
             a, b = get_model(_full(args.tag_a)), get_model(_full(args.tag_b))
             print(format_compare(a, b, only_differences=args.differences))

@@ -1,8 +1,11 @@
 """Optional JSON-lines log of what the service decided, for drift monitoring.
 
-One line per application: {"time", "model_tag", "application": {features...},
-"Loan_Status", "probability"}. Loan_ID is left out unless asked for: the log is
-for distributions, and an identifier makes it personal data.
+One line per application: {"time", "model_tag", "application": {fields...},
+"Loan_Status", "probability"}. Every application field is logged, the protected
+ones (schema.PROTECTED_ATTRIBUTES) included although the model ignores them: the
+fairness report (`make fairness`) needs them to compare approval rates by group.
+Loan_ID is left out unless asked for: the log is for distributions, and an
+identifier makes it personal data.
 """
 
 from __future__ import annotations
@@ -12,8 +15,12 @@ import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Final
 
 from loan_preprocessing.schema import FEATURE_COLUMNS, ID_COLUMN, Decision, LoanApplication
+
+# What each line records of an application (with ID_COLUMN only when asked).
+LOGGED_FIELDS: Final = FEATURE_COLUMNS
 
 
 class PredictionLog:
@@ -28,7 +35,7 @@ class PredictionLog:
         """Append one line per scored application. Every worker appends to the same
         file; one O_APPEND write per batch keeps their lines whole."""
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        fields = (ID_COLUMN, *FEATURE_COLUMNS) if self.include_loan_id else FEATURE_COLUMNS
+        fields = (ID_COLUMN, *LOGGED_FIELDS) if self.include_loan_id else LOGGED_FIELDS
         lines = [
             json.dumps(
                 {

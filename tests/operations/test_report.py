@@ -14,7 +14,9 @@ from loan_preprocessing.data import features_and_target, read_applications
 from loan_preprocessing.features import build_pipeline
 from loan_preprocessing.model_store import get_model
 from loan_preprocessing.operations.drift import PROFILE_FILE
+from loan_preprocessing.operations.fairness import AUDITED_ATTRIBUTES, FAIRNESS_KEY, audit_decisions
 from loan_preprocessing.operations.report import (
+    APPROVAL_BY_GROUP_FILE,
     METRICS_FILE,
     REPORT_FILES,
     STORE_REPORT_DIR,
@@ -39,8 +41,10 @@ def small_report():
     )
     pipeline = build_pipeline(HistGradientBoostingClassifier(max_iter=30, random_state=0))
     pipeline.fit(train_x, train_y)
-    holdout = Holdout(pipeline, test_x, test_y, pipeline.predict_proba(test_x)[:, 1])
-    return build_report(holdout, 0.5, {"holdout_roc_auc": 0.8}, seed=0)
+    probabilities = pipeline.predict_proba(test_x)[:, 1]
+    holdout = Holdout(pipeline, test_x, test_y, probabilities)
+    audit = audit_decisions(test_x, probabilities >= 0.5, test_y, seed=0, source="held out")
+    return build_report(holdout, 0.5, {"holdout_roc_auc": 0.8}, seed=0, fairness=audit)
 
 
 def test_summary_counts_add_up(small_report):
@@ -66,12 +70,29 @@ def test_every_plot_is_titled_and_labelled(small_report):
         assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel(), name
 
 
+def test_approval_by_group_plot_has_a_bar_per_group_with_its_interval(small_report):
+    figure = draw_figures(small_report, "title")[APPROVAL_BY_GROUP_FILE]
+    (ax,) = figure.axes
+    attributes = small_report.fairness["attributes"]
+    expected = [
+        f"{name} = {group} (n={values['count']:.0f})"
+        for name, result in attributes.items()
+        for group, values in result["groups"].items()
+    ]
+    assert [t.get_text() for t in ax.get_yticklabels()] == expected
+    assert {name for name in AUDITED_ATTRIBUTES} == set(attributes)
+    bars = sorted(ax.patches, key=lambda bar: -bar.get_y())  # top first, as listed
+    rates = [v["approval_rate"] for r in attributes.values() for v in r["groups"].values()]
+    assert [bar.get_width() for bar in bars] == pytest.approx(rates)
+
+
 def test_write_report_writes_json_and_pngs(small_report, tmp_path):
     written = write_report(small_report, tmp_path / "v1", "title", model_tag="loan_approval:v1")
     assert [p.name for p in written] == list(REPORT_FILES)
     summary = json.loads((tmp_path / "v1" / METRICS_FILE).read_text())
     assert summary["model_tag"] == "loan_approval:v1"
     assert summary["threshold"] == 0.5
+    assert summary["fairness"] == small_report.fairness
     for path in written[1:]:
         assert path.read_bytes().startswith(PNG_SIGNATURE) and path.stat().st_size > 10_000
 
@@ -94,6 +115,7 @@ def test_training_writes_the_report_into_report_dir_and_the_model(trained):
     assert local["model_tag"] == tag and tag in local["title"]
     # The same numbers travel with the model; they are the ones in its metadata.
     assert local["metrics"] == stored["metrics"] == model.info.metadata["metrics"]
+    assert local["fairness"] == stored["fairness"] == model.info.metadata[FAIRNESS_KEY]
     assert local["holdout"]["rows"] == stored["holdout"]["rows"] == 123
     assert np.isclose(
         local["permutation_importance"]["mean"]["Credit_History"],

@@ -7,7 +7,7 @@ import pytest
 
 from loan_preprocessing.model_store import get_model
 from loan_preprocessing.operations import versions
-from loan_preprocessing.schema import EXAMPLE_APPLICATION
+from loan_preprocessing.schema import EXAMPLE_APPLICATION, PROTECTED_ATTRIBUTES
 from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER
 from tests.conftest import REAL_TRAINING_CSV, SAMPLE_CSV
 from tests.support.server import bentoml_serve
@@ -35,6 +35,10 @@ def test_list_shows_every_version_newest_first(two_versions, capsys):
     assert f"{metrics['holdout_roc_auc']:.3f}" in old_line
     assert f"{metrics['holdout_brier']:.3f}" in old_line
     assert f"{metrics['classic_split_accuracy']:.3f}" in old_line
+    audit = get_model(older).info.metadata["fairness"]["attributes"]
+    for name in PROTECTED_ATTRIBUTES:
+        assert f"AIR {name}" in lines[0]
+        assert f"{audit[name]['adverse_impact_ratio']:.3f}" in old_line
     assert SAMPLE_CSV.name in new_line
 
 
@@ -47,6 +51,17 @@ def test_show_prints_metadata_and_the_report(two_versions, capsys):
     assert shown["training_data.file"] == SAMPLE_CSV.name
     assert "report/roc_curve.png" in shown["files"]
     assert "reference_profile.json" in shown["files"]
+    assert "model_card.md" in shown["files"]
+    assert "report/approval_by_group.png" in shown["files"]
+    audit = get_model(newer).info.metadata["fairness"]["attributes"]
+    for name, result in audit.items():
+        key = f"fairness.attributes.{name}.adverse_impact_ratio"
+        assert shown[key] == str(result["adverse_impact_ratio"])
+        for group, values in result["groups"].items():
+            prefix = f"fairness.attributes.{name}.groups.{group}"
+            assert shown[f"{prefix}.count"] == str(values["count"])
+            assert shown[f"{prefix}.approval_rate"] == str(values["approval_rate"])
+    assert "Married" not in shown["model_inputs.fields"]
     assert shown["report"].endswith("report")
 
 
@@ -64,6 +79,10 @@ def test_compare_marks_what_differs(two_versions, capsys):
     assert rows["training_data.sha256"][0]
     assert rows["versions.scikit-learn"][0] is False
     assert rows["threshold"] == (False, ["0.5", "0.5"])
+    assert rows["model_inputs.fields"][0] is False
+    ratio = "fairness.attributes.Gender.adverse_impact_ratio"
+    a, b = (get_model(t).info.metadata["fairness"]["attributes"]["Gender"] for t in (older, newer))
+    assert rows[ratio][1][:2] == [str(a["adverse_impact_ratio"]), str(b["adverse_impact_ratio"])]
     a, b = (get_model(t).info.metadata["metrics"]["holdout_roc_auc"] for t in (older, newer))
     assert rows["metrics.holdout_roc_auc"][1] == [str(a), str(b), f"{b - a:+.4g}"]
     assert out.splitlines()[-1].endswith("differ besides tag and time")
