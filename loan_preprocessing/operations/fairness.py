@@ -232,7 +232,7 @@ def rate_text(value: float | None) -> str:
 
 
 def with_interval(values: Mapping[str, Any], metric: str) -> str:
-    """ "0.812 (0.741-0.885)": a figure and its interval, when it has one."""
+    """"0.812 (0.741-0.885)": a figure and its interval, when it has one."""
     interval = values.get(metric + INTERVAL_SUFFIX)
     text = rate_text(values.get(metric))
     if interval and None not in interval:
