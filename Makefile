@@ -102,10 +102,10 @@ score: venv
 	$(ENSURE_MODEL)
 	$(BIN)/python -m loan_preprocessing.batch.score_csv $(CSV) --output $(OUT)
 
-## bench: serving speed vs the no-model ceiling and MLServer (wrk, ~3 min): tables + bench/results/latest.json
+## bench: serving speed vs the no-model ceiling and MLServer (wrk, ~3 min; BEFORE=REV adds that commit's service): tables + bench/results/latest.json
 bench: venv
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; }; } || { echo "wrk is missing: sudo apt-get install wrk" >&2; exit 1; }
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(if $(BEFORE),--before $(BEFORE))
 
 ## spark-score: score INPUT (CSV or Parquet) with Spark into OUTPUT/scored and OUTPUT/rejected
 spark-score: venv

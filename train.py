@@ -8,8 +8,9 @@ Steps: load the CSV, search hyperparameters by cross-validation on a training
 part, measure on held-out rows, search again on every row, audit the decisions
 for fairness on out-of-fold predictions, refuse a model below the ROC AUC floor or
 below the adverse-impact floor, and save it as `loan_approval:<version>` with its
-metrics, lineage and fairness audit, its training report (plots), its model card
-and the reference profile of its training data that drift reports compare with.
+metrics, lineage and fairness audit, its training report (plots), its model card,
+the reference profile of its training data that drift reports compare with, and
+the reference population its rejections are explained against (reasons.py).
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ from loan_preprocessing.operations.report import (
     build_report,
     write_report,
 )
+from loan_preprocessing.reasons import METADATA_KEY as REASONS_METADATA_KEY
+from loan_preprocessing.reasons import REFERENCE_FILE, ReferencePopulation, build_reference
 from loan_preprocessing.schema import (
     CATEGORY_LEVELS,
     FEATURE_COLUMNS,
@@ -243,8 +246,10 @@ def save_model(
     report: TrainingReport,
     profile: dict[str, Any],
     run_label: str,
+    reference: ReferencePopulation,
 ) -> bentoml.Model:
-    """Save the pipeline with its report, model card and reference profile in its folder.
+    """Save the pipeline with its report, model card, reference profile and the
+    reference population of its reasons in its folder (so a Bento packages them all).
 
     The version is made by the store as the model is created, after these files
     are staged, so the stored plots and card are titled with `run_label` (data,
@@ -258,6 +263,8 @@ def save_model(
         extra_files = {f"{STORE_REPORT_DIR}/{path.name}": path for path in report_files}
         extra_files[PROFILE_FILE] = staging / PROFILE_FILE
         extra_files[CARD_FILE] = staging / CARD_FILE
+        (staging / REFERENCE_FILE).write_bytes(reference.payload())
+        extra_files[REFERENCE_FILE] = staging / REFERENCE_FILE
         return save_pipeline(result.pipeline, metadata, labels=labels, extra_files=extra_files)
 
 
@@ -335,13 +342,16 @@ def main(argv: list[str] | None = None) -> int:
     assert result.holdout is not None  # train() always keeps it
     report = build_report(result.holdout, result.threshold, result.metrics, args.seed, audit)
     label = run_label(args.data, args.seed, datetime.now(UTC))
+    reference = build_reference(result.pipeline, features, result.threshold)
+    metadata = build_metadata(result, args.data, len(target), args.seed, audit)
     model = save_model(
         result,
-        build_metadata(result, args.data, len(target), args.seed, audit),
+        {**metadata, REASONS_METADATA_KEY: reference.metadata()},
         {"data": args.data.name},
         report,
         build_reference_profile(features),
         f"{MODEL_NAME}: {label}",
+        reference,
     )
     print(f"saved {model.tag}")
     report_dir = args.report_dir / str(model.tag.version)

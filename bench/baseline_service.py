@@ -67,7 +67,12 @@ class NoModelBaseline:  # the service's API declaration, media type included
         # Built the way the service builds its decisions.
         return decisions(
             [
-                {"Loan_ID": a.Loan_ID, "Loan_Status": APPROVED, "probability": CONSTANT_PROBABILITY}
+                {
+                    "Loan_ID": a.Loan_ID,
+                    "Loan_Status": APPROVED,
+                    "probability": CONSTANT_PROBABILITY,
+                    "reasons": [],
+                }
                 for a in applications
             ]
         )

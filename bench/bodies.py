@@ -48,14 +48,19 @@ def v2_body(rows: list[dict]) -> dict:
     return {"parameters": {"content_type": "pd"}, "inputs": inputs}
 
 
+def write_single_bodies(rows: list[dict], path: Path) -> Path:
+    """One single-application body per row."""
+    path.write_text("".join(json.dumps({"applications": [r]}) + "\n" for r in rows))
+    return path
+
+
 def write_bodies(rows: list[dict], directory: Path, seed: int = 0) -> dict[str, Path]:
     """`single`: one body per application; `batch`: BATCH_BODIES bodies of BATCH_ROWS
     applications drawn with replacement; `v2_batch`: the same applications as
     `batch`, as V2 requests."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    single = directory / "single_row_bodies.jsonl"
-    single.write_text("".join(json.dumps({"applications": [r]}) + "\n" for r in rows))
+    single = write_single_bodies(rows, directory / "single_row_bodies.jsonl")
     batch = directory / f"{BATCH_ROWS}_row_bodies.jsonl"
     v2_batch = directory / f"{BATCH_ROWS}_row_v2_bodies.jsonl"
     with open(batch, "w") as out, open(v2_batch, "w") as v2_out:

@@ -34,13 +34,16 @@ def median_ms(call: Callable[[], object], repeats: int) -> float:
 def measure(tag: str, rows: list[dict]) -> dict[str, dict[str, float]]:
     """Median milliseconds per call, per number of rows, for: the pipeline on a
     ready frame; the frame built from validated applications and the pipeline
-    (the service before the fast path); and the fast path the service uses."""
+    (the service before the fast path); the fast path the service uses; and the
+    whole decision, reasons of the rejections included (Scorer.decide)."""
+    from loan_preprocessing.decide import Scorer
     from loan_preprocessing.features import applications_predictor, to_feature_frame
     from loan_preprocessing.model_store import get_model, load_pipeline
     from loan_preprocessing.schema import LoanApplication
 
     pipeline = load_pipeline(get_model(tag))
     predict = applications_predictor(pipeline)  # prepared once, as a worker does
+    scorer = Scorer.from_model(get_model(tag))
     applications = [LoanApplication.model_validate(r) for r in rows]
     results: dict[str, dict[str, float]] = {}
     for size in SIZES:
@@ -54,6 +57,7 @@ def measure(tag: str, rows: list[dict]) -> dict[str, dict[str, float]]:
                 partial(_frame_and_predict_proba, pipeline, chosen), REPEATS[size]
             ),
             "fast_path_ms": median_ms(partial(predict, chosen), REPEATS[size]),
+            "decide_ms": median_ms(partial(scorer.decide, chosen), REPEATS[size]),
         }
     return results
 

@@ -31,6 +31,7 @@ TRAINING_CODE: Final = (
     "train.py",
     "loan_preprocessing/search.py",
     "loan_preprocessing/features.py",
+    "loan_preprocessing/reasons.py",
 )
 # One OpenMP thread: on this tiny data set the histogram booster spends more time
 # synchronising threads than computing (about 8x slower with two threads on two

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -80,6 +81,77 @@ def table(service: dict[str, float], ceiling: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def reasons_table(servers: dict[str, dict[str, Any]], before: str | None) -> str:
+    """The budgets of the reasons (issue 13): this service against the same service
+    at commit `before` (same run, same model), and rejections (which carry
+    reasons) against approvals."""
+    now = servers["service"]
+    was = servers.get("before")
+    rows: list[tuple[str, ...]] = [
+        ("figure", f"before ({before})" if was else "before: not run", "now", "ratio", "target")
+    ]
+    budgets: tuple[tuple[str, str, str, str, Callable[[float, float], bool] | None], ...] = (
+        (
+            "rows/s, 1000-row requests, 4 clients",
+            "batch_rows_per_s",
+            "{:,.0f}",
+            ">= 0.85x",
+            lambda n, b: n >= 0.85 * b,
+        ),
+        (
+            "resident memory per worker, MB",
+            "rss_mb_per_worker",
+            "{:,.1f}",
+            "<= +15 MB",
+            lambda n, b: n <= b + 15,
+        ),
+        ("single-row requests/s, all rows", "single_rps", "{:,.0f}", "", None),
+        ("single-row requests/s, rejected rows", "single_rejected_rps", "{:,.0f}", "", None),
+        ("single-row requests/s, approved rows", "single_approved_rps", "{:,.0f}", "", None),
+    )
+    for label, key, fmt, target, ok in budgets:
+        if was is None:
+            rows.append((label, "-", fmt.format(now[key]), "", ""))
+            continue
+        ratio = now[key] / was[key]
+        verdict = "" if ok is None else ("ok " if ok(now[key], was[key]) else "MISS ") + target
+        rows.append((label, fmt.format(was[key]), fmt.format(now[key]), f"{ratio:.2f}", verdict))
+    ratios = {
+        name: figures["single_rejected_rps"] / figures["single_approved_rps"]
+        for name, figures in (("before", was), ("now", now))
+        if figures is not None
+    }
+    rows.append(
+        (
+            "single-row rejected / approved req/s",
+            f"{ratios['before']:.2f}" if "before" in ratios else "-",
+            f"{ratios['now']:.2f}",
+            "",
+            ("ok " if ratios["now"] >= 0.9 else "MISS ") + ">= 0.9",
+        )
+    )
+    return _markdown(rows)
+
+
+def _markdown(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, r in enumerate(rows):
+        cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in (1, 2, 3)]
+        lines.append("| " + " | ".join([*cells, r[4].ljust(widths[4])]) + " |")
+        if n == 0:
+            lines.append(
+                "|"
+                + "-" * (widths[0] + 2)
+                + "|"
+                + "|".join("-" * (w + 1) + ":" for w in widths[1:4])
+                + "|"
+                + "-" * (widths[4] + 2)
+                + "|"
+            )
+    return "\n".join(lines)
+
+
 def rounds_summary(servers: dict[str, dict[str, Any]]) -> str:
     """Every round, not only the best: rate, p99 and how the clients' connections
     fell on the workers (see bench.machine.connections_per_worker)."""
@@ -88,6 +160,8 @@ def rounds_summary(servers: dict[str, dict[str, Any]]) -> str:
         ("single", "req/s", 1),
         ("batch", "rows/s", BATCH_ROWS),
         ("v2_batch", "rows/s", BATCH_ROWS),
+        ("single_rejected", "req/s", 1),
+        ("single_approved", "req/s", 1),
     )
     for kind, unit, scale in kinds:
         for name, figures in servers.items():
@@ -98,7 +172,7 @@ def rounds_summary(servers: dict[str, dict[str, Any]]) -> str:
                 f"(p99 {r['p99_ms']:.0f} ms, {'/'.join(map(str, r['connections_per_worker']))})"
                 for r in figures["rounds"][kind]
             ]
-            lines.append(f"  {kind:8s} {name:8s} {unit:6s} " + ", ".join(cells))
+            lines.append(f"  {kind:15s} {name:8s} {unit:6s} " + ", ".join(cells))
     return "\n".join(lines)
 
 
@@ -124,15 +198,16 @@ def peers_table(servers: dict[str, dict[str, Any]]) -> str:
 def inprocess_table(figures: dict[str, dict[str, float]]) -> str:
     lines = [
         "| rows | predict_proba(frame), ms | frame + predict_proba, ms | fast path, ms "
-        "| fast path rows/s |",
-        "|---:|---:|---:|---:|---:|",
+        "| fast path rows/s | decide with reasons, ms |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     for size, f in figures.items():
         fast = f["fast_path_ms"]
         rate = int(size) / fast * 1e3
         lines.append(
             f"| {int(size):,} | {f['pipeline_predict_proba_ms']:.2f} "
-            f"| {f['frame_and_predict_proba_ms']:.2f} | {fast:.2f} | {rate:,.0f} |"
+            f"| {f['frame_and_predict_proba_ms']:.2f} | {fast:.2f} | {rate:,.0f} "
+            f"| {f.get('decide_ms', float('nan')):.2f} |"
         )
     return "\n".join(lines)
 

@@ -1,7 +1,8 @@
 """Turning validated applications into decisions with a loaded pipeline.
 
-One place for the decision rule (P(Y) against the model's threshold) so the
-HTTP APIs, offline scoring and the Spark job cannot disagree.
+One place for the decision rule (P(Y) against the model's threshold) and for
+the reasons of every rejection, so the HTTP APIs, offline scoring and the Spark
+job cannot disagree.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import bentoml
 import numpy as np
@@ -16,17 +18,21 @@ from pydantic import model_serializer
 from sklearn.pipeline import Pipeline
 
 from loan_preprocessing.columns import ValidatedColumns
-from loan_preprocessing.features import applications_predictor, columns_predictor
+from loan_preprocessing.features import columns_model_inputs_function, model_inputs_function
 from loan_preprocessing.model_store import load_pipeline, model_metadata
+from loan_preprocessing.reason_codes import REASON_SEPARATOR
+from loan_preprocessing.reasons import ReasonExplainer, ReferencePopulation, load_reference
 from loan_preprocessing.schema import (
     APPROVED,
     ID_COLUMN,
     REJECTED,
     Decision,
     LoanApplication,
+    Reason,
     decisions,
 )
 from loan_preprocessing.search import DECISION_THRESHOLD
+from loan_preprocessing.tree_ensemble import VectorizedBooster, unsupported_reason
 
 logger = logging.getLogger(__name__)
 
@@ -57,61 +63,147 @@ class ColumnDecisions:
     loan_ids: list[str | None]
     statuses: list[str]
     probabilities: list[float]
+    reasons: list[Sequence[Reason]]
 
     def __len__(self) -> int:
         return len(self.statuses)
+
+    def reason_codes(self) -> list[str]:
+        """Each row's reason codes, most important first, joined as in the CSV
+        answers (empty for an approval)."""
+        return [REASON_SEPARATOR.join(r.code for r in named) for named in self.reasons]
 
     def decisions(self) -> list[Decision]:
         """The same decisions as objects (for the prediction log)."""
         return decisions(
             [
-                {"Loan_ID": i, "Loan_Status": s, "probability": p}
-                for i, s, p in zip(self.loan_ids, self.statuses, self.probabilities, strict=True)
+                {"Loan_ID": i, "Loan_Status": s, "probability": p, "reasons": r}
+                for i, s, p, r in zip(
+                    self.loan_ids, self.statuses, self.probabilities, self.reasons, strict=True
+                )
             ]
         )
 
 
+class _RowViews(Sequence[Any]):
+    """The rows of validated columns, read like LoanApplications' attributes (the
+    explainer asks whether a rejected row's fields were provided)."""
+
+    def __init__(self, columns: ValidatedColumns) -> None:
+        self.values = columns.values
+        self.rows = len(columns)
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, row: Any) -> Any:
+        return _RowView(self.values, row)
+
+
+class _RowView:
+    __slots__ = ("row", "values")
+
+    def __init__(self, values: Mapping[str, np.ndarray], row: int) -> None:
+        self.values = values
+        self.row = row
+
+    def __getattr__(self, name: str) -> object:
+        value = self.values[name][self.row]
+        return None if value is None or (isinstance(value, float) and value != value) else value
+
+
 @dataclass(frozen=True)
 class Scorer:
-    """A loaded pipeline, the model tag it came from, and its decision threshold."""
+    """A loaded pipeline, the model tag it came from, its decision threshold and
+    the reference population its rejections are explained against."""
 
     pipeline: Pipeline
     tag: str
+    reference: ReferencePopulation
     threshold: float = DECISION_THRESHOLD
-    _predict_proba: Callable[[Sequence[LoanApplication]], np.ndarray] = field(
+    _model_inputs: Callable[[Sequence[LoanApplication]], np.ndarray] = field(
         init=False, repr=False, compare=False
     )
-    _predict_columns: Callable[[Mapping[str, np.ndarray]], np.ndarray] = field(
+    _columns_model_inputs: Callable[[Mapping[str, np.ndarray]], np.ndarray] = field(
         init=False, repr=False, compare=False
     )
+    _classifier_proba: Callable[[np.ndarray], np.ndarray] = field(
+        init=False, repr=False, compare=False
+    )
+    explainer: ReasonExplainer = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Prepared once per loaded pipeline (the fast path compiles the trees).
-        object.__setattr__(self, "_predict_proba", applications_predictor(self.pipeline))
-        object.__setattr__(self, "_predict_columns", columns_predictor(self.pipeline))
+        # Prepared once per loaded pipeline (the fast path compiles the trees,
+        # the explainer its attribution tables).
+        classifier = self.pipeline[-1]
+        set_ = object.__setattr__
+        set_(self, "_model_inputs", model_inputs_function(self.pipeline))
+        set_(self, "_columns_model_inputs", columns_model_inputs_function(self.pipeline))
+        set_(
+            self,
+            "_classifier_proba",
+            classifier.predict_proba
+            if unsupported_reason(classifier)
+            else VectorizedBooster(classifier).predict_proba,
+        )
+        set_(self, "explainer", ReasonExplainer(classifier, self.reference))
 
     @classmethod
     def from_model(cls, stored: bentoml.Model) -> Scorer:
-        """The verified pipeline of a stored model, with the threshold it was trained for."""
+        """The verified pipeline of a stored model, with the threshold it was trained
+        for and its reference population."""
         threshold = float(model_metadata(stored).get("threshold", DECISION_THRESHOLD))
-        return cls(load_pipeline(stored), str(stored.tag), threshold)
+        return cls(load_pipeline(stored), str(stored.tag), load_reference(stored), threshold)
+
+    def model_inputs(self, applications: Sequence[LoanApplication]) -> np.ndarray:
+        """What the classifier is given: the model's features after imputation."""
+        return self._model_inputs(applications)
 
     def probabilities(self, applications: Sequence[LoanApplication]) -> np.ndarray:
         # Same numbers as pipeline.predict_proba(to_feature_frame(rows)), faster.
-        return np.clip(self._predict_proba(applications)[:, 1], 0.0, 1.0)
+        return self._probabilities(self.model_inputs(applications))
+
+    def _probabilities(self, inputs: np.ndarray) -> np.ndarray:
+        return np.clip(self._classifier_proba(inputs)[:, 1], 0.0, 1.0)
 
     def decide(self, applications: Sequence[LoanApplication]) -> list[Decision]:
-        """A decision per application, in order. If the model raises on the batch,
-        each row is retried alone, and only rows that still fail are Unscored."""
+        """A decision per application, in order, each rejection with its reasons.
+        If the model raises on the batch, each row is retried alone, and only rows
+        that still fail are Unscored."""
         try:
-            # Python floats: comparing and wrapping numpy scalars one by one costs
-            # more than the model on a large batch.
-            probabilities: list[float | None] = self.probabilities(applications).tolist()
+            inputs = self.model_inputs(applications)
+            scores = self._probabilities(inputs)
+            reasons = self._reasons(inputs, applications, scores)
         except Exception:
             logger.exception(
                 "the model raised on a batch of %d; retrying row by row", len(applications)
             )
-            probabilities = [self._probability_or_none(a) for a in applications]
+            return self._decide_one_by_one(applications)
+        # Python floats: comparing and wrapping numpy scalars one by one costs
+        # more than the model on a large batch.
+        return self._decisions(applications, scores.tolist(), reasons)
+
+    def _reasons(
+        self, inputs: np.ndarray, applications: Sequence[Any], scores: np.ndarray
+    ) -> list[Sequence[Reason]]:
+        """The reasons of each row, explained for the rejected rows only."""
+        # The complement of the rule in _decisions (p >= threshold approves).
+        rejected = np.flatnonzero(~(scores >= self.threshold))
+        reasons: list[Sequence[Reason]] = [()] * len(applications)
+        if len(rejected):
+            explained = self.explainer.reasons(
+                inputs[rejected], [applications[i] for i in rejected.tolist()]
+            )
+            for i, named in zip(rejected.tolist(), explained, strict=True):
+                reasons[i] = named
+        return reasons
+
+    def _decisions(
+        self,
+        applications: Sequence[LoanApplication],
+        probabilities: Sequence[float | None],
+        reasons: Sequence[Sequence[Reason]],
+    ) -> list[Decision]:
         threshold = self.threshold
         decided = decisions(
             [
@@ -119,8 +211,9 @@ class Scorer:
                     "Loan_ID": a.Loan_ID,
                     "Loan_Status": APPROVED if p >= threshold else REJECTED,
                     "probability": p,
+                    "reasons": r,
                 }
-                for a, p in zip(applications, probabilities, strict=True)
+                for a, p, r in zip(applications, probabilities, reasons, strict=True)
                 if p is not None
             ]
         )
@@ -128,29 +221,40 @@ class Scorer:
             return decided
         in_order = iter(decided)
         return [
-            Unscored(Loan_ID=a.Loan_ID, Loan_Status=REJECTED, probability=0.0)
+            Unscored(Loan_ID=a.Loan_ID, Loan_Status=REJECTED, probability=0.0, reasons=[])
             if p is None
             else next(in_order)
             for a, p in zip(applications, probabilities, strict=True)
         ]
 
     def decide_columns(self, columns: ValidatedColumns) -> ColumnDecisions:
-        """A decision per row of validated columns, by the same rule as `decide`,
-        with no object per row. Raises UnscoredRowError if the model raises: a
-        columnar request is answered whole or not at all."""
+        """A decision per row of validated columns, by the same rule and with the
+        same reasons as `decide`, with no object per row. Raises UnscoredRowError
+        if the model raises: a columnar request is answered whole or not at all."""
         try:
-            probabilities = np.clip(self._predict_columns(columns.values)[:, 1], 0.0, 1.0)
+            inputs = self._columns_model_inputs(columns.values)
+            scores = self._probabilities(inputs)
+            reasons = self._reasons(inputs, _RowViews(columns), scores)
         except Exception as exc:
             logger.exception("the model raised on a batch of %d columns", len(columns))
             raise UnscoredRowError("the model could not score every row") from exc
-        statuses = np.where(probabilities >= self.threshold, APPROVED, REJECTED)
+        statuses = np.where(scores >= self.threshold, APPROVED, REJECTED)
         return ColumnDecisions(
-            columns.values[ID_COLUMN].tolist(), statuses.tolist(), probabilities.tolist()
+            columns.values[ID_COLUMN].tolist(), statuses.tolist(), scores.tolist(), reasons
         )
 
-    def _probability_or_none(self, application: LoanApplication) -> float | None:
-        try:
-            return float(self.probabilities([application])[0])
-        except Exception:
-            logger.exception("the model raised on application %s", application.Loan_ID)
-            return None
+    def _decide_one_by_one(self, applications: Sequence[LoanApplication]) -> list[Decision]:
+        probabilities: list[float | None] = []
+        reasons: list[Sequence[Reason]] = []
+        for application in applications:
+            try:
+                inputs = self.model_inputs([application])
+                scores = self._probabilities(inputs)
+                named = self._reasons(inputs, [application], scores)[0]
+                probability: float | None = float(scores[0])
+            except Exception:
+                logger.exception("the model raised on application %s", application.Loan_ID)
+                probability, named = None, ()
+            probabilities.append(probability)
+            reasons.append(named)
+        return self._decisions(applications, probabilities, reasons)

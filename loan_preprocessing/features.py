@@ -204,15 +204,21 @@ class FastPredictor:
     def supports(cls, pipeline: object) -> bool:
         return not _fast_path_problem(pipeline)
 
-    def predict_proba(self, applications: Sequence[Application]) -> np.ndarray:
-        return self.predict_proba_columns(application_columns(applications))
+    def model_inputs(self, applications: Sequence[Application]) -> np.ndarray:
+        """The classifier's input: MODEL_FEATURES after imputation."""
+        return self.model_inputs_columns(application_columns(applications))
 
-    def predict_proba_columns(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    def model_inputs_columns(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         """The same for applications already held as DERIVED_FROM columns."""
         matrix = loan_feature_matrix(columns)
         # What the fitted SimpleImputer does: each NaN becomes its column's median.
-        imputed = np.where(np.isnan(matrix), self.medians, matrix)
-        return self.classifier_proba(imputed)
+        return np.where(np.isnan(matrix), self.medians, matrix)
+
+    def predict_proba(self, applications: Sequence[Application]) -> np.ndarray:
+        return self.classifier_proba(self.model_inputs(applications))
+
+    def predict_proba_columns(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.classifier_proba(self.model_inputs_columns(columns))
 
 
 def applications_predictor(pipeline: Pipeline) -> Callable[[Sequence[Application]], np.ndarray]:
@@ -234,6 +240,31 @@ def columns_predictor(
     if FastPredictor.supports(pipeline):
         return FastPredictor(pipeline).predict_proba_columns
     return lambda columns: pipeline.predict_proba(to_feature_frame(pd.DataFrame(dict(columns))))
+
+
+def model_inputs_function(pipeline: Pipeline) -> Callable[[Sequence[Application]], np.ndarray]:
+    """What the pipeline's last step (the classifier) is given for validated
+    applications: MODEL_FEATURES after imputation, through FastPredictor when it
+    applies, else through the pipeline's own steps (same numbers either way)."""
+    if FastPredictor.supports(pipeline):
+        return FastPredictor(pipeline).model_inputs
+    preprocess = pipeline[:-1]
+    return lambda applications: np.asarray(
+        preprocess.transform(to_feature_frame([_as_row(a) for a in applications])),
+        dtype=np.float64,
+    )
+
+
+def columns_model_inputs_function(
+    pipeline: Pipeline,
+) -> Callable[[Mapping[str, np.ndarray]], np.ndarray]:
+    """As `model_inputs_function`, for applications held as columns."""
+    if FastPredictor.supports(pipeline):
+        return FastPredictor(pipeline).model_inputs_columns
+    preprocess = pipeline[:-1]
+    return lambda columns: np.asarray(
+        preprocess.transform(to_feature_frame(pd.DataFrame(dict(columns)))), dtype=np.float64
+    )
 
 
 def _as_row(application: Application) -> Mapping[str, Any]:

@@ -1,7 +1,8 @@
 """End to end: a real `bentoml serve` subprocess on 127.0.0.1, real HTTP.
 
 Both the working tree's service and a built Bento must answer the 367 real test
-applications in order, with exactly the probabilities of the in-process pipeline.
+applications in order, with exactly the probabilities of the in-process pipeline
+and the reasons of the in-process decision path, the same every time.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import httpx
 import numpy as np
 import pytest
 
+from loan_preprocessing.decide import Scorer
 from loan_preprocessing.features import to_feature_frame
+from loan_preprocessing.schema import LoanApplication
 from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER
 from tests.conftest import TEST_REPORTS
 from tests.support.server import bentoml_serve
@@ -33,8 +36,16 @@ def assert_serves_like_the_pipeline(url: str, rows: list[dict], model) -> None:
     assert [d["Loan_ID"] for d in body] == [r["Loan_ID"] for r in rows]
     np.testing.assert_array_equal([d["probability"] for d in body], expected)
     assert [d["Loan_Status"] for d in body] == ["Y" if p >= 0.5 else "N" for p in expected]
-    # One application per request gives the same answers as the whole batch.
-    for row, want in zip(rows[:20], body[:20], strict=True):
+    # The reasons of every rejection, as the in-process decision path gives them.
+    in_process = Scorer.from_model(stored).decide([LoanApplication.model_validate(r) for r in rows])
+    assert body == [d.model_dump(mode="json") for d in in_process]
+    assert any(d["reasons"] for d in body)
+    again = httpx.post(f"{url}/predict", json={"applications": rows}, timeout=30)
+    assert again.status_code == 200 and again.json() == body
+    # One application per request gives the same answers as the whole batch,
+    # rejections (and their reasons) included.
+    rejected = [(r, d) for r, d in zip(rows, body, strict=True) if d["Loan_Status"] == "N"]
+    for row, want in [*zip(rows[:20], body[:20], strict=True), *rejected[:20]]:
         single = httpx.post(f"{url}/predict", json={"applications": [row]}, timeout=30)
         assert single.status_code == 200 and single.json() == [want]
 

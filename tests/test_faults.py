@@ -20,6 +20,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from loan_preprocessing.model_store import MODEL_INPUTS_KEY, PIPELINE_FILE
+from loan_preprocessing.reasons import REFERENCE_FILE
 from tests.conftest import SAMPLE_CSV
 from tests.support.server import BENTOML, ROOT, free_port
 
@@ -98,6 +99,15 @@ def inputs_not_recorded(home: Path) -> None:
     edit_metadata(home, lambda meta: meta.pop(MODEL_INPUTS_KEY))
 
 
+def no_reference(home: Path) -> None:
+    (model_dir(home) / REFERENCE_FILE).unlink()
+
+
+def tampered_reference(home: Path) -> None:
+    with open(model_dir(home) / REFERENCE_FILE, "ab") as reference:
+        reference.write(b" ")
+
+
 def no_model(home: Path) -> None:
     shutil.rmtree(home / "models" / "loan_approval")
 
@@ -111,6 +121,8 @@ def no_model(home: Path) -> None:
         (other_sklearn, "trained with scikit-learn 0.24.2"),
         (reads_married, "uses the protected attribute(s) Married (marital status) as input"),
         (inputs_not_recorded, "does not record the application fields it uses"),
+        (no_reference, f"has no {REFERENCE_FILE} to explain its rejections with"),
+        (tampered_reference, f"{REFERENCE_FILE} does not match the sha256 recorded"),
         (no_model, "loan_approval:latest could not be found"),
     ],
     ids=[
@@ -120,6 +132,8 @@ def no_model(home: Path) -> None:
         "other-sklearn",
         "reads-married",
         "inputs-not-recorded",
+        "no-reason-reference",
+        "tampered-reason-reference",
         "no-model",
     ],
 )

@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from loan_preprocessing.batch.csv_output import CSV_COLUMNS
 from tests.support.server import ROOT, bentoml_serve
 
 pytestmark = pytest.mark.e2e
@@ -50,7 +51,7 @@ def server(real_model_tag_or_none, tmp_path_factory):
 
 def test_the_readme_has_the_examples():
     assert len(client_examples("python")) >= 2  # SyncHTTPClient and requests
-    assert len(curl_commands()) >= 2  # JSON and CSV
+    assert len(curl_commands()) >= 3  # JSON, a rejection with its reasons, CSV
 
 
 @pytest.mark.parametrize("index", range(2))
@@ -75,8 +76,13 @@ def test_curl_examples_run(server):
         assert result.returncode == 0, result.stderr
         output = result.stdout.strip()
         if output.startswith("["):
-            assert json.loads(output)[0]["Loan_ID"] == "LP001015"
+            [answer] = json.loads(output)
+            if answer["Loan_ID"] == "LP001094":  # the rejected example: bad credit history
+                assert answer["Loan_Status"] == "N"
+                assert answer["reasons"][0]["code"] == "CREDIT_HISTORY"
+            else:
+                assert answer["Loan_ID"] == "LP001015"
         elif output.startswith("{"):  # the Open Inference Protocol's answer
             assert json.loads(output)["outputs"][0]["data"] == ["LP001015"]
         else:
-            assert output.splitlines()[0] == "Loan_ID,Loan_Status,probability"
+            assert output.splitlines()[0] == ",".join(CSV_COLUMNS)

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from loan_preprocessing.batch.csv_output import CSV_COLUMNS, REASON_SEPARATOR
 from loan_preprocessing.features import to_feature_frame
 from loan_preprocessing.model_store import get_model, load_pipeline
 from loan_preprocessing.schema import EXAMPLE_APPLICATION
@@ -29,14 +30,14 @@ def model_fails_on_poison(monkeypatch):
     service's isolation around it)."""
     from loan_preprocessing.decide import Scorer
 
-    real_probabilities = Scorer.probabilities
+    real_model_inputs = Scorer.model_inputs
 
     def fails_on_poison(self, applications):
         if any(a.Loan_ID == "POISON" for a in applications):
             raise RuntimeError("simulated model fault")
-        return real_probabilities(self, applications)
+        return real_model_inputs(self, applications)
 
-    monkeypatch.setattr(Scorer, "probabilities", fails_on_poison)
+    monkeypatch.setattr(Scorer, "model_inputs", fails_on_poison)
 
 
 def expected_probabilities(tag: str, rows: list[dict]) -> np.ndarray:
@@ -124,14 +125,19 @@ def test_predict_csv_answers_like_predict(client):
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/csv")
     lines = response.text.splitlines()
-    assert lines[0] == "Loan_ID,Loan_Status,probability"
+    assert lines[0] == ",".join(CSV_COLUMNS)
     assert len(lines) == 1 + 367
     import pandas as pd
 
     rows = json.loads(pd.read_csv(REAL_TEST_CSV, encoding="utf-8-sig").to_json(orient="records"))
     decisions = client.post("/predict", json={"applications": rows}).json()
-    expected = [f"{d['Loan_ID']},{d['Loan_Status']},{d['probability']!r}" for d in decisions]
+    expected = [
+        f"{d['Loan_ID']},{d['Loan_Status']},{d['probability']!r},"
+        + REASON_SEPARATOR.join(r["code"] for r in d["reasons"])
+        for d in decisions
+    ]
     assert lines[1:] == expected
+    assert any(d["reasons"] for d in decisions)
 
 
 def test_predict_csv_names_line_and_column_of_a_bad_row(client):

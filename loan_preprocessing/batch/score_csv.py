@@ -5,10 +5,11 @@
 
 Reads INPUT in the data set's format chunk by chunk (a large file is never held in
 memory), validates every row with the API's schema, and writes
-`Loan_ID,Loan_Status,probability` with the model's own decision threshold: the
-same answers as POST /predict. The model is loaded with the store's integrity
-checks. A bad row stops the run with its line and column and exit code 1; with
---output nothing is written then (the file appears only when every row scored).
+`Loan_ID,Loan_Status,probability,reasons` with the model's own decision threshold
+and a rejection's reason codes: the same answers as POST /predict. The model is
+loaded with the store's integrity checks. A bad row stops the run with its line
+and column and exit code 1; with --output nothing is written then (the file
+appears only when every row scored).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, Final
 
-from loan_preprocessing.batch.csv_output import CSV_COLUMNS, csv_row
+from loan_preprocessing.batch.csv_output import CSV_COLUMNS, CsvRow, csv_row
 from loan_preprocessing.csv_rows import CsvValidationError, iter_csv_applications
 from loan_preprocessing.decide import Scorer, Unscored
 from loan_preprocessing.model_store import MODEL_NAME, ModelLoadError, get_model
@@ -37,7 +38,7 @@ DEFAULT_MODEL_TAG: Final = f"{MODEL_NAME}:latest"
 Progress = Callable[[int], None]
 
 
-def score_chunk(scorer: Scorer, applications: list[LoanApplication]) -> list[tuple[str, str, str]]:
+def score_chunk(scorer: Scorer, applications: list[LoanApplication]) -> list[CsvRow]:
     """The CSV row of each application, decided by the service's own rule."""
     decisions = scorer.decide(applications)
     if any(isinstance(d, Unscored) for d in decisions):

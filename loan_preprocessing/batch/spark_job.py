@@ -9,7 +9,8 @@ ignored, other unknown columns are refused. Every row is validated like the CSV
 API validates it (LoanApplication, via csv_rows.application_from_record), and
 the job writes, under --output:
 
-    scored/    Loan_ID, Loan_Status, probability, model_tag  (what POST /predict answers)
+    scored/    Loan_ID, Loan_Status, probability, reasons, model_tag  (what POST /predict
+               answers; reasons: a rejection's reason codes separated by `;`)
     rejected/  Loan_ID, error, record  (rows /predict would refuse with 400: the
                problems, "column: message; ...", and the row as JSON)
 
@@ -49,7 +50,12 @@ import numpy as np
 import pandas as pd
 
 import loan_preprocessing
-from loan_preprocessing.batch.csv_output import FORMULA_ESCAPE, FORMULA_TRIGGERS
+from loan_preprocessing.batch.csv_output import (
+    FORMULA_ESCAPE,
+    FORMULA_TRIGGERS,
+    REASONS_COLUMN,
+    reason_codes_cell,
+)
 from loan_preprocessing.csv_rows import (
     Cell,
     CsvValidationError,
@@ -77,12 +83,19 @@ ERROR_COLUMN: Final = "error"
 RECORD_COLUMN: Final = "record"
 # What the job reads from the input, in this order; absent optional columns are null.
 INPUT_COLUMNS: Final = (ID_COLUMN, *FEATURE_COLUMNS)
-SCORED_COLUMNS: Final = (ID_COLUMN, TARGET_COLUMN, PROBABILITY_COLUMN, MODEL_TAG_COLUMN)
+SCORED_COLUMNS: Final = (
+    ID_COLUMN,
+    TARGET_COLUMN,
+    PROBABILITY_COLUMN,
+    REASONS_COLUMN,
+    MODEL_TAG_COLUMN,
+)
 REJECTED_COLUMNS: Final = (ID_COLUMN, ERROR_COLUMN, RECORD_COLUMN)
 # One schema for both kinds of row, so each input row is read and validated once.
 RESULT_SCHEMA: Final = (
     f"{ID_COLUMN} string, {TARGET_COLUMN} string, {PROBABILITY_COLUMN} double, "
-    f"{MODEL_TAG_COLUMN} string, {ERROR_COLUMN} string, {RECORD_COLUMN} string"
+    f"{REASONS_COLUMN} string, {MODEL_TAG_COLUMN} string, {ERROR_COLUMN} string, "
+    f"{RECORD_COLUMN} string"
 )
 _RESULT_NAMES: Final = tuple(part.split()[0] for part in RESULT_SCHEMA.split(", "))
 # Rows per pandas batch on the pickled-rows path (Arrow batches use Spark's own size).
@@ -171,17 +184,20 @@ def score_frame(batch: pd.DataFrame, model: Scorer) -> pd.DataFrame:
             errors[index] = "; ".join(f"{p.column or 'row'}: {p.message}" for p in exc.problems)
     probabilities = np.full(len(records), np.nan)
     statuses: list[str | None] = [None] * len(records)
+    reasons: list[str | None] = [None] * len(records)
     for index, decision in zip(valid_at, model.decide(valid) if valid else [], strict=True):
         if isinstance(decision, Unscored):
             errors[index] = "the model could not score this row"
             continue
         probabilities[index] = decision.probability
         statuses[index] = decision.Loan_Status
+        reasons[index] = reason_codes_cell(decision)
     return pd.DataFrame(
         {
             ID_COLUMN: pd.Series([_text(r[ID_COLUMN]) for r in records], dtype=object),
             TARGET_COLUMN: pd.Series(statuses, dtype=object),
             PROBABILITY_COLUMN: probabilities,
+            REASONS_COLUMN: pd.Series(reasons, dtype=object),
             MODEL_TAG_COLUMN: pd.Series([model.tag] * len(records), dtype=object),
             ERROR_COLUMN: pd.Series(errors, dtype=object),
             RECORD_COLUMN: pd.Series(

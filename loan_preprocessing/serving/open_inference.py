@@ -4,7 +4,7 @@ KServe, MLServer and Triton clients send a batch as one input per column (the
 pandas-codec convention: `{"name": "ApplicantIncome", "datatype": "FP64",
 "shape": [n, 1], "data": [...]}`). Columns go straight into the columnar
 validation and the model, with no object per row; the answer is one output per
-column: `Loan_ID` (when given), `Loan_Status` and `probability`.
+column: `Loan_ID` (when given), `Loan_Status`, `probability` and `reasons`.
 
 Mounted by service.py at /v2; the handlers reach the worker's service instance
 through `bentoml.get_current_service()`.
@@ -36,7 +36,15 @@ DATATYPES: Final = (
     "FP16", "FP32", "FP64", "BYTES",
 )  # fmt: skip
 PROBABILITY_OUTPUT: Final = "probability"
-OUTPUT_DATATYPES: Final = {ID_COLUMN: "BYTES", TARGET_COLUMN: "BYTES", PROBABILITY_OUTPUT: "FP64"}
+# A rejection's reason codes, most important first, joined by REASON_SEPARATOR
+# (empty for an approval), as in the CSV answers; the texts are in the README.
+REASONS_OUTPUT: Final = "reasons"
+OUTPUT_DATATYPES: Final = {
+    ID_COLUMN: "BYTES",
+    TARGET_COLUMN: "BYTES",
+    PROBABILITY_OUTPUT: "FP64",
+    REASONS_OUTPUT: "BYTES",
+}
 
 
 def _datatype(name: str) -> str:
@@ -139,6 +147,7 @@ def response_body(
         ID_COLUMN: decided.loan_ids,
         TARGET_COLUMN: decided.statuses,
         PROBABILITY_OUTPUT: decided.probabilities,
+        REASONS_OUTPUT: decided.reason_codes(),
     }
     wanted = [o.get("name") for o in request.outputs or []] or [
         name for name in values if with_ids or name != ID_COLUMN

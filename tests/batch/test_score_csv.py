@@ -11,6 +11,7 @@ import pytest
 from loan_preprocessing.batch import score_csv
 from loan_preprocessing.decide import Scorer
 from loan_preprocessing.features import to_feature_frame
+from loan_preprocessing.reasons import load_reference
 from loan_preprocessing.schema import ID_COLUMN, TARGET_COLUMN
 from tests.conftest import REAL_TEST_CSV
 
@@ -36,10 +37,11 @@ def test_the_real_test_rows_score_as_the_pipeline_does(scored, real_model, real_
 
 
 def test_chunk_size_does_not_change_the_answers(scored, real_model):
-    _, pipeline = real_model
+    stored, pipeline = real_model
     sink = io.StringIO()
+    scorer = Scorer(pipeline, "test", load_reference(stored), 0.5)
     with open(REAL_TEST_CSV, encoding="utf-8-sig", newline="") as source:
-        n = score_csv.score_stream(source, sink, Scorer(pipeline, "test", 0.5), chunk_size=1000)
+        n = score_csv.score_stream(source, sink, scorer, chunk_size=1000)
     assert n == len(scored) == 367
     sink.seek(0)
     pd.testing.assert_frame_equal(pd.read_csv(sink, dtype={ID_COLUMN: str}), scored)

@@ -35,6 +35,7 @@ if shutil.which("java") is None:
 pyspark = pytest.importorskip("pyspark", reason="PySpark ABSENT: install requirements/spark.txt")
 
 from loan_preprocessing.batch import spark_job  # noqa: E402
+from loan_preprocessing.batch.csv_output import REASON_SEPARATOR, REASONS_COLUMN  # noqa: E402
 from loan_preprocessing.batch.spark_job import (  # noqa: E402
     ERROR_COLUMN,
     MODEL_TAG_COLUMN,
@@ -120,7 +121,9 @@ def test_spark_answers_like_the_http_service(spark, real_model, real_test_rows, 
         row = scored[answer[ID_COLUMN]]
         assert row[PROBABILITY_COLUMN] == answer[PROBABILITY_COLUMN], answer[ID_COLUMN]
         assert row[TARGET_COLUMN] == answer[TARGET_COLUMN], answer[ID_COLUMN]
+        assert row[REASONS_COLUMN] == REASON_SEPARATOR.join(r["code"] for r in answer["reasons"])
         assert row[MODEL_TAG_COLUMN] == response.headers[MODEL_TAG_HEADER]
+    assert any(row[REASONS_COLUMN] for row in scored.values())
 
 
 def test_invalid_rows_are_rejected_with_the_reason_not_scored(spark, real_model, tmp_path):

@@ -20,6 +20,9 @@ from loan_preprocessing.operations.model_card import (
     SECTIONS,
     SYNTHETIC_DATA,
 )
+from loan_preprocessing.reason_codes import REASON_CODES
+from loan_preprocessing.reasons import METADATA_KEY as REASONS_METADATA_KEY
+from loan_preprocessing.reasons import MIN_REASON_LOG_ODDS
 from tests.conftest import REAL_TRAINING_CSV, SAMPLE_CSV
 from tests.support.trained import SAMPLE_SEED, sample_model_with_report
 
@@ -88,9 +91,14 @@ def test_the_card_carries_the_metrics_audit_threshold_and_data(sample_card):
     assert "614 rows" in _section(card, "Known limitations")
 
 
-def test_explanations_are_a_placeholder_until_reason_codes_arrive(sample_card):
-    _, card = sample_card
-    assert "Reasons for denials" in _section(card, HOW_DECISIONS_ARE_EXPLAINED)
+def test_the_card_explains_the_reasons_and_lists_every_code(sample_card):
+    tag, card = sample_card
+    explained = _section(card, HOW_DECISIONS_ARE_EXPLAINED)
+    assert get_model(tag).info.metadata[REASONS_METADATA_KEY]["selection"] in explained
+    assert f"at least {MIN_REASON_LOG_ODDS:g}" in explained
+    for reason in REASON_CODES:
+        fields = ", ".join(f"`{f}`" for f in reason.fields)
+        assert f"| `{reason.code}` | {reason.text} | {fields} |" in explained, reason.code
 
 
 def test_the_real_data_is_recognised(real_model_tag):

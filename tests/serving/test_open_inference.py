@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
+from loan_preprocessing.reason_codes import REASON_SEPARATOR
 from loan_preprocessing.schema import EXAMPLE_APPLICATION, ID_COLUMN, TARGET_COLUMN
 from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER
 from loan_preprocessing.serving.open_inference import (
@@ -114,18 +115,22 @@ def test_a_triton_client_gets_the_decisions_of_predict(v2_server, real_test_rows
         column = triton.InferInput(name, list(array.shape), datatype)
         column.set_data_from_numpy(array, binary_data=False)
         inputs.append(column)
-    names = (ID_COLUMN, TARGET_COLUMN, "probability")
+    names = (ID_COLUMN, TARGET_COLUMN, "probability", "reasons")
     wanted = [triton.InferRequestedOutput(n, binary_data=False) for n in names]
     answer = client.infer("loan_approval", inputs, outputs=wanted, headers=AUTH)
 
     expected = httpx.post(
         f"{v2_server.url}/predict", json={"applications": real_test_rows}, headers=AUTH, timeout=60
     )
+    decisions = expected.json()
+    for d in decisions:  # the V2 output holds the codes, as the CSV answers do
+        d["reasons"] = REASON_SEPARATOR.join(r["code"] for r in d["reasons"])
+    assert any(d["reasons"] for d in decisions)
     for name in names:
         got = answer.as_numpy(name).ravel().tolist()
         if name != "probability":
             got = [v.decode() if isinstance(v, bytes) else v for v in got]
-        assert got == [d[name] for d in expected.json()], name
+        assert got == [d[name] for d in decisions], name
     version = expected.headers[MODEL_TAG_HEADER].partition(":")[2]
     assert answer.get_response()["model_version"] == version
 

@@ -48,15 +48,17 @@ def bentoml_serve(
     log_path: Path,
     ready_timeout: float = 60.0,
     extra_args: tuple[str, ...] = (),
+    cwd: Path = ROOT,
 ) -> Iterator[RunningServer]:
-    """Start `bentoml serve target` on a free 127.0.0.1 port and wait for /readyz."""
+    """Start `bentoml serve target` in `cwd` (the project) on a free 127.0.0.1 port
+    and wait for /readyz."""
     port = free_port()
     full_env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
     started = time.monotonic()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [BENTOML, "serve", target, "--host", "127.0.0.1", "--port", str(port), *extra_args],
-            cwd=ROOT,
+            cwd=cwd,
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
