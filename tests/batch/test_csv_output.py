@@ -28,8 +28,8 @@ def test_other_cells_are_unchanged(cell):
 
 def test_decisions_csv_neutralises_loan_ids():
     rows = [
-        Decision(Loan_ID="=cmd|' /C calc'!A0", Loan_Status="Y", probability=0.5),
-        Decision(Loan_ID="NA", Loan_Status="N", probability=0.25),
+        Decision(Loan_ID="=cmd|' /C calc'!A0", Loan_Status="Y", probability=0.5, reasons=[]),
+        Decision(Loan_ID="NA", Loan_Status="N", probability=0.25, reasons=[]),
     ]
     read = list(csv.DictReader(io.StringIO(decisions_to_csv(rows))))
     assert [r["Loan_ID"] for r in read] == ["'=cmd|' /C calc'!A0", "NA"]
