@@ -18,12 +18,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-import httpx
 import joblib
 
 from loan_preprocessing.environment import PROJECT_ROOT
 from loan_preprocessing.model_store import MODEL_NAME, get_model, load_pipeline
-from tests.support.server import RunningServer, free_port, stop
+from tests.support.server import RunningServer, free_port, stop, wait_ready
 
 VENV: Final = PROJECT_ROOT / "bench" / "results" / "mlserver-venv"
 PACKAGES: Final = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0")
@@ -31,6 +30,7 @@ PACKAGES: Final = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0
 PINNED_FROM_SERVICE: Final = ("scikit-learn", "numpy", "pandas", "scipy", "pydantic", "skops")
 PARALLEL_WORKERS: Final = 2
 INFER_PATH: Final = f"/v2/models/{MODEL_NAME}/infer"
+READY_TIMEOUT_SECONDS: Final = 120
 
 
 def project_pins() -> list[str]:
@@ -120,19 +120,15 @@ def mlserver_serve(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = started + 120
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"mlserver exited:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/v2/models/{MODEL_NAME}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise RuntimeError(f"mlserver not ready in 120 s:\n{log_path.read_text()[-3000:]}")
-        yield RunningServer(url, process, log_path, time.monotonic() - started)
+        ready = wait_ready(
+            url, process, READY_TIMEOUT_SECONDS, path=f"/v2/models/{MODEL_NAME}/ready"
+        )
+        if ready is None:
+            raise RuntimeError(
+                f"mlserver not ready in {READY_TIMEOUT_SECONDS} s "
+                f"(exit code {process.poll()}):\n{log_path.read_text()[-3000:]}"
+            )
+        yield RunningServer(url, process, log_path, ready - started)
     finally:
         stop(process)
 

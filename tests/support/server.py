@@ -77,14 +77,16 @@ def bentoml_serve(
         stop(process)
 
 
-def wait_ready(url: str, process: subprocess.Popen, timeout: float) -> float | None:
-    """Poll /readyz until it answers 200; the monotonic time it did, or None."""
+def wait_ready(
+    url: str, process: subprocess.Popen, timeout: float, path: str = "/readyz"
+) -> float | None:
+    """Poll `path` until it answers 200; the monotonic time it did, or None."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return None
         try:
-            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=1.0).status_code == 200:
                 return time.monotonic()
         except httpx.HTTPError:
             pass
