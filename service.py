@@ -21,8 +21,9 @@ from starlette.responses import JSONResponse, Response
 
 from loan_preprocessing.batch.csv_output import decisions_to_csv
 from loan_preprocessing.columns import ValidatedColumns
-from loan_preprocessing.csv_rows import CsvValidationError, parse_csv_applications
-from loan_preprocessing.decide import ColumnDecisions, Scorer, Unscored
+from loan_preprocessing.csv_columns import parse_csv_columns
+from loan_preprocessing.csv_rows import CsvValidationError
+from loan_preprocessing.decide import ColumnDecisions, Scorer, Unscored, UnscoredRowError
 from loan_preprocessing.model_store import get_model, tag_to_serve
 from loan_preprocessing.schema import Decision, LoanApplication, predict_request_model
 from loan_preprocessing.serving import open_inference, request_metrics
@@ -135,7 +136,7 @@ class LoanApproval:
         application/octet-stream and Excel-era browsers application/vnd.ms-excel;
         the parse decides."""
         try:
-            applications = parse_csv_applications(file, max_rows=SETTINGS.max_applications)
+            columns = parse_csv_columns(file, max_rows=SETTINGS.max_applications)
         except CsvValidationError as exc:
             return JSONResponse(  # type: ignore[return-value]
                 status_code=400,
@@ -147,20 +148,20 @@ class LoanApproval:
                     "total": exc.total,
                 },
             )
-        decisions = self.scorer.decide(applications)
-        if any(isinstance(d, Unscored) for d in decisions):
+        try:
+            decided = self.decide_columns(columns)
+        except UnscoredRowError:
             return JSONResponse(  # type: ignore[return-value]
                 status_code=500,
                 content={"error": "the model could not score every row; see the server log"},
             )
-        self._record(applications, decisions)
         return Response(  # type: ignore[return-value]
-            decisions_to_csv(decisions), media_type="text/csv"
+            decisions_to_csv(decided), media_type="text/csv"
         )
 
     def decide_columns(self, columns: ValidatedColumns) -> ColumnDecisions:
-        """Decide applications held as columns (the V2 endpoint), recorded as
-        /predict records its decisions."""
+        """Decide applications held as columns (the V2 endpoint, CSV uploads),
+        recorded as /predict records its decisions."""
         decided = self.scorer.decide_columns(columns)
         self.metrics.record_decisions(decided.statuses, decided.probabilities)
         if self.log is not None:

@@ -36,7 +36,23 @@ MAX_REPORTED_PROBLEMS: Final = 20
 MISSING_MESSAGE: Final = "Field required"
 EXTRA_MESSAGE: Final = "Extra inputs are not permitted"
 
-Column = Sequence[object] | np.ndarray
+
+@dataclass(frozen=True)
+class CodedColumn:
+    """A column given as its distinct values and each row's index into them (what
+    a CSV reader that converts each distinct cell once already holds); -1 is a
+    missing value. Validated once per distinct value."""
+
+    codes: np.ndarray
+    distinct: list[object]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+# One column's values, as a list of JSON-like values or a numpy array.
+Values = Sequence[object] | np.ndarray
+Column = Values | CodedColumn
 
 
 @dataclass(frozen=True, order=True)
@@ -72,6 +88,10 @@ class ValidatedColumns:
 
     def __len__(self) -> int:
         return self.rows
+
+    def take(self, rows: np.ndarray) -> ValidatedColumns:
+        """The given rows (indices, in that order) as validated columns."""
+        return ValidatedColumns(len(rows), {n: v[rows] for n, v in self.values.items()})
 
     def applications(self) -> Iterator[LoanApplication]:
         """The same rows as `LoanApplication`s, for paths that need objects."""
@@ -141,40 +161,73 @@ RULES: Final = {name: _FieldRule(name, info) for name, info in LoanApplication.m
 
 def validate_columns(columns: Mapping[str, Column], rows: int) -> ValidatedColumns:
     """Validate `rows` applications given as columns (a list of JSON-like values,
-    or a numpy array, per field; absent optional fields count as missing).
-    Raises ColumnsValidationError naming each refused (row, field)."""
+    a numpy array or a CodedColumn per field; absent optional fields count as
+    missing). Raises ColumnsValidationError naming each refused (row, field)."""
+    checked = check_columns(columns, rows)
+    if checked.total:
+        raise ColumnsValidationError(checked.problems, checked.total)
+    return checked.columns
+
+
+@dataclass(frozen=True)
+class CheckedColumns:
+    """Every row's verdict: `columns` holds all rows (a refused row's values are
+    not meaningful), `refused` marks the refused rows, `problems` lists the first
+    problems in row order and `total` counts them all."""
+
+    columns: ValidatedColumns
+    refused: np.ndarray
+    problems: list[FieldProblem]
+    total: int
+
+    def valid(self) -> ValidatedColumns:
+        """The rows no rule refused, in order."""
+        return self.columns.take(np.flatnonzero(~self.refused))
+
+
+def check_columns(columns: Mapping[str, Column], rows: int) -> CheckedColumns:
+    """As validate_columns, but returns the verdict on each row instead of raising,
+    for bulk paths that score the valid rows and report the others."""
     problems: list[FieldProblem] = []
     total = 0
+    refused = np.zeros(rows, dtype=bool)
     values: dict[str, np.ndarray] = {}
     for name in columns:
         if name not in RULES:
             # As pydantic with extra="forbid": every row names the unknown field.
             total += rows
+            refused[:] = True
             problems += [FieldProblem(r, name, EXTRA_MESSAGE) for r in range(min(rows, 21))]
     for name, rule in RULES.items():
         column = columns.get(name)
         if column is None:
             if rule.info.is_required():
                 total += rows
+                refused[:] = True
                 problems += [FieldProblem(r, name, MISSING_MESSAGE) for r in range(min(rows, 21))]
             values[name] = _all_missing(rule, rows)
             continue
         if len(column) != rows:
             raise ValueError(f"column {name} has {len(column)} values, expected {rows}")
-        checked, refused = _numeric(rule, column) if rule.numeric else _by_value(rule, column)
+        if isinstance(column, CodedColumn):
+            checked, refused_here = _coded(rule, column)
+        elif rule.numeric:
+            checked, refused_here = _numeric(rule, column)
+        else:
+            checked, refused_here = _by_value(rule, column)
         values[name] = checked
-        total += len(refused)
-        problems += refused[: MAX_REPORTED_PROBLEMS + 1]
+        total += len(refused_here)
+        refused[[p.row for p in refused_here]] = True
+        problems += refused_here[: MAX_REPORTED_PROBLEMS + 1]
     if total:
         order = {
             name: i for i, name in enumerate([*RULES, *(c for c in columns if c not in RULES)])
         }
         problems.sort(key=lambda p: (p.row, order[p.field]))
-        raise ColumnsValidationError(problems, total)
-    return ValidatedColumns(rows, values)
+    return CheckedColumns(ValidatedColumns(rows, values), refused, problems, total)
 
 
-def _numeric(rule: _FieldRule, column: Column) -> tuple[np.ndarray, list[FieldProblem]]:
+def _numeric(rule: _FieldRule, column: Values) -> tuple[np.ndarray, list[FieldProblem]]:
     """Bounds, finiteness and nullability with numpy; pydantic only for the refused."""
     array, missing, odd = _as_float(column)
     refused = odd.copy()
@@ -196,7 +249,7 @@ def _numeric(rule: _FieldRule, column: Column) -> tuple[np.ndarray, list[FieldPr
     return array, problems
 
 
-def _as_float(column: Column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _as_float(column: Values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(values as float64, missing mask, mask of values of a type pydantic's strict
     float refuses). In a float numpy array NaN means missing, as in a frame; in a
     list only None does, and a NaN is a (refused) value."""
@@ -238,8 +291,29 @@ def _float_or_inf(value: Any) -> float:
         return np.inf if value > 0 else -np.inf
 
 
-def _by_value(rule: _FieldRule, column: Column) -> tuple[np.ndarray, list[FieldProblem]]:
+def _coded(rule: _FieldRule, column: CodedColumn) -> tuple[np.ndarray, list[FieldProblem]]:
+    """A coded column: each distinct value checked once, by the column's own rule."""
+    distinct = [*column.distinct, None]  # code -1: missing
+    if rule.numeric:
+        kept, refused = _numeric(rule, distinct)
+    else:
+        kept, refused = _by_value(rule, distinct)
+    problems = []
+    if refused:
+        messages = {p.row: p.message for p in refused}
+        codes = np.where(column.codes < 0, len(distinct) - 1, column.codes)
+        for row in np.flatnonzero(np.isin(codes, list(messages))).tolist():
+            problems.append(FieldProblem(row, rule.name, messages[int(codes[row])]))
+    return kept[column.codes], problems
+
+
+def _by_value(rule: _FieldRule, column: Values) -> tuple[np.ndarray, list[FieldProblem]]:
     """pydantic once per distinct value, in one call over the distinct values."""
+    if isinstance(column, np.ndarray) and column.dtype.kind == "f":
+        # Floats of one type (NaN: missing, as in any float array here): no
+        # merging of look-alike values of different types is possible.
+        float_codes, uniques = pd.factorize(column, use_na_sentinel=True)
+        return _coded(rule, CodedColumn(float_codes, uniques.tolist()))
     values = column.tolist() if isinstance(column, np.ndarray) else list(column)
     types = set(map(type, values)) - {NoneType}
     # Hashing merges True with 1 and 1 with 1.0, and factorize merges NaN with None;

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TextIO
 
+import numpy as np
+import pandas as pd
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
@@ -90,7 +93,7 @@ def parse_csv_applications(data: CsvSource, max_rows: int | None = None) -> list
     applications: list[LoanApplication] = []
     problems: list[CsvProblem] = []
     total = rows = 0
-    with _open_text(data) as text:
+    with open_csv_text(data) as text:
         for line, record in read_records(text):
             rows += 1
             if max_rows is not None and rows > max_rows:
@@ -117,14 +120,25 @@ def iter_csv_applications(text: TextIO | Iterable[str]) -> Iterator[tuple[int, L
 
 
 def read_records(text: TextIO | Iterable[str]) -> Iterator[tuple[int, dict[str, str | None]]]:
-    """The raw cells of each data row (missing cells as None) with the line it
+    """The cells of each data row as read (missing cells as None) with the line it
     starts on; checks the header first. Blank lines are skipped, not counted as rows."""
+    rows = read_rows(text)
+    header = next(rows)[1]
+    for line, cells in rows:
+        yield line, {name: read_cell(name, cell) for name, cell in zip(header, cells, strict=True)}
+
+
+def read_rows(text: TextIO | Iterable[str]) -> Iterator[tuple[int, list[str]]]:
+    """The checked header (line 1), then each data row's raw cells with the line
+    it starts on. Blank lines are skipped, not counted as rows; a row with the
+    wrong number of cells stops the reading with its line."""
     reader = csv.reader(text)
     header = _next_row(reader)
     if header is None:
         raise CsvValidationError([CsvProblem(HEADER_LINE, None, "the file is empty")])
     header = [name.strip().lstrip("\ufeff") for name in header]
     check_header(header)
+    yield HEADER_LINE, header
     line = reader.line_num + 1
     while (cells := _next_row(reader)) is not None:
         # A quoted cell may span lines: a row starts where the previous one ended.
@@ -141,7 +155,7 @@ def read_records(text: TextIO | Iterable[str]) -> Iterator[tuple[int, dict[str, 
                     )
                 ]
             )
-        yield start, {name: read_cell(name, cell) for name, cell in zip(header, cells, strict=True)}
+        yield start, cells
 
 
 def read_cell(name: str, text: str) -> str | None:
@@ -150,6 +164,22 @@ def read_cell(name: str, text: str) -> str | None:
         return None if text in MISSING_ID_CELLS else text
     text = text.strip()
     return None if text in MISSING_CELLS else text
+
+
+def read_value(name: str, value: object) -> Cell:
+    """A cell of any source as `read_cell` reads text: missing as None (None, NaN,
+    pandas' NA), text as read in its column, numpy scalars as Python ones
+    (pydantic's strict numbers refuse numpy types). For typed inputs (Parquet,
+    Arrow, pandas), where a number needs no parsing."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, np.generic):
+        return read_value(name, value.item())
+    if isinstance(value, str):
+        return read_cell(name, value)
+    if isinstance(value, int | float):
+        return value
+    return str(value)
 
 
 def _next_row(reader: Iterator[list[str]]) -> list[str] | None:
@@ -192,7 +222,7 @@ def application_from_record(record: Mapping[str, Cell], line: int) -> LoanApplic
         if name in IGNORED_COLUMNS:
             continue
         try:
-            fields[name] = _typed(name, cell)
+            fields[name] = typed_cell(name, cell)
         except ValueError:
             problems.append(CsvProblem(line, name, f"not a number: {_shown(cell)}"))
             fields[name] = cell
@@ -215,8 +245,9 @@ def _column_order(problem: CsvProblem) -> int:
     return known.index(problem.column) if problem.column in known else -1
 
 
-def _typed(name: str, cell: Cell) -> object:
-    """A cell as the JSON API would receive it: numbers as floats, the rest as text."""
+def typed_cell(name: str, cell: Cell) -> object:
+    """A cell as the JSON API would receive it: numbers as floats, the rest as text.
+    ValueError when a number column holds something else."""
     if cell is None:
         return None
     if name in NUMERIC_COLUMNS:
@@ -257,7 +288,7 @@ def _allowed() -> str:
 
 
 @contextmanager
-def _open_text(data: CsvSource) -> Iterator[TextIO]:
+def open_csv_text(data: CsvSource) -> Iterator[TextIO]:
     """A text stream over CSV bytes, CSV text or a file path (str is text, not a path)."""
     if isinstance(data, str):
         yield io.StringIO(data, newline="")

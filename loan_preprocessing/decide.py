@@ -71,7 +71,16 @@ class ColumnDecisions:
     def reason_codes(self) -> list[str]:
         """Each row's reason codes, most important first, joined as in the CSV
         answers (empty for an approval)."""
-        return [REASON_SEPARATOR.join(r.code for r in named) for named in self.reasons]
+        # Rows share their reasons' tuples (the explainer builds one per combination
+        # of codes), so each is joined once: a join per row cost more than the model.
+        joined: dict[int, str] = {}
+        cells = []
+        for named in self.reasons:
+            cell = joined.get(id(named))
+            if cell is None:
+                cell = joined[id(named)] = REASON_SEPARATOR.join(r.code for r in named)
+            cells.append(cell)
+        return cells
 
     def decisions(self) -> list[Decision]:
         """The same decisions as objects (for the prediction log)."""

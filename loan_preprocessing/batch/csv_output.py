@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Final
 
+from loan_preprocessing.decide import ColumnDecisions
 from loan_preprocessing.reason_codes import REASON_SEPARATOR
 from loan_preprocessing.schema import ID_COLUMN, TARGET_COLUMN, Decision
 
@@ -41,9 +42,51 @@ def csv_row(decision: Decision) -> CsvRow:
     )
 
 
-def decisions_to_csv(decisions: Iterable[Decision]) -> str:
+def column_csv_rows(decided: ColumnDecisions) -> Iterator[CsvRow]:
+    """The CSV rows of decisions held as columns: the same cells as `csv_row`."""
+    return zip(
+        # `neutralised`, inline: a call per row is a tenth of a large file's time.
+        [
+            FORMULA_ESCAPE + loan_id if loan_id.startswith(FORMULA_TRIGGERS) else loan_id
+            for loan_id in (i or "" for i in decided.loan_ids)
+        ],
+        decided.statuses,
+        map(repr, decided.probabilities),
+        decided.reason_codes(),
+        strict=True,
+    )
+
+
+def column_csv_lines(decided: ColumnDecisions) -> str:
+    """The CSV lines of decisions held as columns (no header), as csv.writer
+    writes them. Only an identifier can need quoting (the other cells are codes
+    and numbers); when none does, the lines are joined directly, which is several
+    times faster than the csv module on a large file."""
+    rows = list(column_csv_rows(decided))
+    if not rows:
+        return ""
+    text = "\n".join(map(",".join, rows))
+    # Counted over the whole text at C speed: a separator, quote or line end
+    # beyond the rows' own is in an identifier, which csv.writer must quote.
+    plain = (
+        text.count(",") == (len(CSV_COLUMNS) - 1) * len(rows)
+        and text.count("\n") == len(rows) - 1
+        and '"' not in text
+        and "\r" not in text
+    )
+    if plain:
+        return text + "\n"
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def decisions_to_csv(decisions: Iterable[Decision] | ColumnDecisions) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    writer.writerows(csv_row(decision) for decision in decisions)
+    if isinstance(decisions, ColumnDecisions):
+        buffer.write(column_csv_lines(decisions))
+    else:
+        writer.writerows(csv_row(decision) for decision in decisions)
     return buffer.getvalue()

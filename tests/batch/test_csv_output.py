@@ -33,3 +33,21 @@ def test_decisions_csv_neutralises_loan_ids():
     ]
     read = list(csv.DictReader(io.StringIO(decisions_to_csv(rows))))
     assert [r["Loan_ID"] for r in read] == ["'=cmd|' /C calc'!A0", "NA"]
+
+
+@pytest.mark.parametrize(
+    "loan_id", ["LP001", "a,b", 'say "hi"', "two\nlines", "cr\rhere", "=SUM(A1)", None, ""]
+)
+def test_column_lines_are_what_csv_writer_writes(loan_id):
+    from loan_preprocessing.batch.csv_output import column_csv_lines, column_csv_rows
+    from loan_preprocessing.decide import ColumnDecisions
+    from loan_preprocessing.reason_codes import CODES
+    from loan_preprocessing.schema import Reason
+
+    reason = Reason(**{k: getattr(CODES["INCOME"], k) for k in ("code", "fields", "text")})
+    decided = ColumnDecisions(
+        [loan_id, "LP2"], ["N", "Y"], [0.1234567890123, 1e-05], [(reason,), ()]
+    )
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(column_csv_rows(decided))
+    assert column_csv_lines(decided) == buffer.getvalue()

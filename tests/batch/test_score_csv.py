@@ -40,8 +40,7 @@ def test_chunk_size_does_not_change_the_answers(scored, real_model):
     stored, pipeline = real_model
     sink = io.StringIO()
     scorer = Scorer(pipeline, "test", load_reference(stored), 0.5)
-    with open(REAL_TEST_CSV, encoding="utf-8-sig", newline="") as source:
-        n = score_csv.score_stream(source, sink, scorer, chunk_size=1000)
+    n = score_csv.score_stream(REAL_TEST_CSV, sink, scorer, chunk_size=1000)
     assert n == len(scored) == 367
     sink.seek(0)
     pd.testing.assert_frame_equal(pd.read_csv(sink, dtype={ID_COLUMN: str}), scored)
