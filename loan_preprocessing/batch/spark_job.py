@@ -6,8 +6,8 @@
 The input is a CSV file in the data set's format (`.csv`) or a Parquet file or
 directory (anything else) with the data set's columns; a `Loan_Status` column is
 ignored, other unknown columns are refused. Every row is validated like the CSV
-API validates it (LoanApplication, via csv_rows.application_from_record), and
-the job writes, under --output:
+API validates it (LoanApplication's rules a column at a time, csv_columns.py; a
+refused row's problems in csv_rows' words), and the job writes, under --output:
 
     scored/    Loan_ID, Loan_Status, probability, reasons, model_tag  (what POST /predict
                answers; reasons: a rejection's reason codes separated by `;`)
@@ -24,8 +24,9 @@ stored files are broadcast; each Python worker verifies and loads them once
 keeps the pipeline for every batch it scores, so executors need no model store.
 
 PySpark is an optional extra (requirements/spark.txt); the service never imports
-this module. Batches travel as Arrow (`mapInPandas`) when pyarrow is installed,
-otherwise as pickled rows through the same pandas batch function (slower).
+this module. Batches travel as Arrow record batches (`mapInArrow`, read as
+columns by batch/arrow_columns.py) when pyarrow is installed, otherwise as
+pickled rows through a pandas batch function with the same rules (slower).
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ import functools
 import hashlib
 import io
 import json
-import math
 import os
 import shutil
 import sys
@@ -56,19 +56,22 @@ from loan_preprocessing.batch.csv_output import (
     REASONS_COLUMN,
     reason_codes_cell,
 )
+from loan_preprocessing.columns import CodedColumn, ValidatedColumns
+from loan_preprocessing.csv_columns import CellColumns, cell_columns
 from loan_preprocessing.csv_rows import (
     Cell,
     CsvValidationError,
     application_from_record,
     check_header,
-    read_cell,
+    read_value,
 )
-from loan_preprocessing.decide import Scorer, Unscored
+from loan_preprocessing.decide import Scorer, Unscored, UnscoredRowError
 from loan_preprocessing.environment import apply_project_defaults
 from loan_preprocessing.model_store import MODEL_NAME, ModelLoadError, get_model, load_pipeline
 from loan_preprocessing.schema import FEATURE_COLUMNS, ID_COLUMN, TARGET_COLUMN
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
 DEFAULT_MODEL_TAG: Final = f"{MODEL_NAME}:latest"
@@ -118,7 +121,7 @@ class ScoringSummary:
     scored: int
     rejected: int
     model_tag: str
-    transport: str  # "arrow" (mapInPandas) or "rows" (no pyarrow)
+    transport: str  # "arrow" (mapInArrow) or "rows" (no pyarrow)
 
 
 # Per Python worker process: the pipeline of each package it has seen, loaded once.
@@ -160,9 +163,33 @@ def loaded_model(package: ModelPackage) -> Scorer:
     return model
 
 
-def score_frames(batches: Iterable[pd.DataFrame], package: ModelPackage) -> Iterator[pd.DataFrame]:
-    """The mapInPandas function: input batches (INPUT_COLUMNS) to result batches
+def score_batches(
+    batches: Iterable[pa.RecordBatch], package: ModelPackage
+) -> Iterator[pa.RecordBatch]:
+    """The mapInArrow function: input batches (INPUT_COLUMNS) to result batches
     (RESULT_SCHEMA). Loads the model once per process, on the first batch."""
+    import pyarrow as pa
+
+    from loan_preprocessing.batch.arrow_columns import arrow_cell_columns
+
+    model: Scorer | None = None
+    schema = pa.schema(
+        [(n, pa.float64() if n == PROBABILITY_COLUMN else pa.string()) for n in _RESULT_NAMES]
+    )
+    for batch in batches:
+        model = model or loaded_model(package)
+        results = score_cells(
+            arrow_cell_columns(batch), functools.partial(_arrow_records, batch), model
+        )
+        yield pa.RecordBatch.from_pydict(results, schema=schema)
+
+
+def _arrow_records(batch: pa.RecordBatch, rows: np.ndarray) -> list[dict[str, Any]]:
+    return batch.take(rows).to_pylist() if len(rows) else []
+
+
+def score_frames(batches: Iterable[pd.DataFrame], package: ModelPackage) -> Iterator[pd.DataFrame]:
+    """The same for pandas batches (the pickled-rows path, without pyarrow)."""
     model: Scorer | None = None
     for batch in batches:
         model = model or loaded_model(package)
@@ -170,65 +197,93 @@ def score_frames(batches: Iterable[pd.DataFrame], package: ModelPackage) -> Iter
 
 
 def score_frame(batch: pd.DataFrame, model: Scorer) -> pd.DataFrame:
-    """Validate each row with the API's schema; score the valid ones exactly as
-    POST /predict does (its Scorer), keep the errors of the others."""
-    records = [{name: _cell(name, row.get(name)) for name in INPUT_COLUMNS} for row in _rows(batch)]
-    valid: list[Any] = []
-    valid_at: list[int] = []
-    errors: list[str | None] = [None] * len(records)
-    for index, record in enumerate(records):
-        try:
-            valid.append(application_from_record(record, _NO_LINE))
-            valid_at.append(index)
-        except CsvValidationError as exc:
-            errors[index] = "; ".join(f"{p.column or 'row'}: {p.message}" for p in exc.problems)
-    probabilities = np.full(len(records), np.nan)
-    statuses: list[str | None] = [None] * len(records)
-    reasons: list[str | None] = [None] * len(records)
-    for index, decision in zip(valid_at, model.decide(valid) if valid else [], strict=True):
-        if isinstance(decision, Unscored):
-            errors[index] = "the model could not score this row"
-            continue
-        probabilities[index] = decision.probability
-        statuses[index] = decision.Loan_Status
-        reasons[index] = reason_codes_cell(decision)
+    """Results (RESULT_SCHEMA columns) for a pandas batch of INPUT_COLUMNS."""
+    frame = batch.reindex(columns=list(INPUT_COLUMNS))
+    cells = cell_columns(INPUT_COLUMNS, list(frame.itertuples(index=False, name=None)))
+
+    def records(rows: np.ndarray) -> list[dict[str, Any]]:
+        return frame.iloc[rows].to_dict("records")
+
+    results = score_cells(cells, records, model)
     return pd.DataFrame(
         {
-            ID_COLUMN: pd.Series([_text(r[ID_COLUMN]) for r in records], dtype=object),
-            TARGET_COLUMN: pd.Series(statuses, dtype=object),
-            PROBABILITY_COLUMN: probabilities,
-            REASONS_COLUMN: pd.Series(reasons, dtype=object),
-            MODEL_TAG_COLUMN: pd.Series([model.tag] * len(records), dtype=object),
-            ERROR_COLUMN: pd.Series(errors, dtype=object),
-            RECORD_COLUMN: pd.Series(
-                [
-                    json.dumps(r, default=str) if e else None
-                    for r, e in zip(records, errors, strict=True)
-                ],
-                dtype=object,
-            ),
+            name: values if name == PROBABILITY_COLUMN else pd.Series(values, dtype=object)
+            for name, values in results.items()
         },
         columns=list(_RESULT_NAMES),
     )
 
 
-def _rows(batch: pd.DataFrame) -> list[dict[str, Any]]:
-    return batch.to_dict("records")
+def score_cells(
+    cells: CellColumns, records: Callable[[np.ndarray], list[dict[str, Any]]], model: Scorer
+) -> dict[str, Any]:
+    """Validate a batch as columns, score its valid rows exactly as POST /predict
+    does (its Scorer), and give each refused row the errors csv_rows gives it
+    (`records(rows)`: those rows' raw cells, for the messages and the record)."""
+    checked = cells.check()
+    rows = cells.rows
+    probabilities = np.full(rows, np.nan)
+    statuses: list[str | None] = [None] * rows
+    reasons: list[str | None] = [None] * rows
+    errors: list[str | None] = [None] * rows
+    records_json: list[str | None] = [None] * rows
+    valid_at = np.flatnonzero(~checked.refused)
+    if len(valid_at):
+        decided = _decide(model, checked.columns.take(valid_at))
+        for index, decision in zip(valid_at.tolist(), decided, strict=True):
+            if decision is None:
+                errors[index] = "the model could not score this row"
+            else:
+                probabilities[index], statuses[index], reasons[index] = decision
+    refused_at = np.flatnonzero(checked.refused)
+    for index, raw in zip(refused_at.tolist(), records(refused_at), strict=True):
+        record = {name: read_value(name, raw.get(name)) for name in INPUT_COLUMNS}
+        errors[index] = _row_errors(record)
+        records_json[index] = json.dumps(record, default=str)
+    return {
+        ID_COLUMN: [_text(v) for v in _id_values(cells)],
+        TARGET_COLUMN: statuses,
+        PROBABILITY_COLUMN: probabilities,
+        REASONS_COLUMN: reasons,
+        MODEL_TAG_COLUMN: [model.tag] * rows,
+        ERROR_COLUMN: errors,
+        RECORD_COLUMN: records_json,
+    }
 
 
-def _cell(name: str, value: object) -> Cell:
-    """A cell as csv_rows expects it: missing as None, text read as csv_rows reads
-    it (identifiers exactly), numpy scalars as Python ones (pydantic's strict
-    numbers refuse numpy types)."""
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, np.generic):
-        return _cell(name, value.item())
-    if isinstance(value, str):
-        return read_cell(name, value)
-    if isinstance(value, int | float):
-        return value
-    return str(value)
+def _decide(model: Scorer, valid: ValidatedColumns) -> list[tuple[float, str, str] | None]:
+    """(probability, status, reason codes) per valid row; None where the model
+    raised on the row (then the rows are retried one by one, as /predict does)."""
+    try:
+        decided = model.decide_columns(valid)
+    except UnscoredRowError:
+        return [
+            None
+            if isinstance(d, Unscored)
+            else (d.probability, d.Loan_Status, reason_codes_cell(d))
+            for d in model.decide(list(valid.applications()))
+        ]
+    return list(zip(decided.probabilities, decided.statuses, decided.reason_codes(), strict=True))
+
+
+def _row_errors(record: dict[str, Cell]) -> str:
+    """csv_rows' words for a refused row: "column: message; ..."."""
+    try:
+        application_from_record(record, _NO_LINE)
+    except CsvValidationError as exc:
+        return "; ".join(f"{p.column or 'row'}: {p.message}" for p in exc.problems)
+    # Both paths apply the same rules; one accepting what the other refused is a bug.
+    raise AssertionError(f"the columnar check refused a row csv_rows accepts: {record}")
+
+
+def _id_values(cells: CellColumns) -> list[object]:
+    """Each row's identifier as read (before validation, so a refused one shows too)."""
+    column = cells.columns.get(ID_COLUMN)
+    if column is None:
+        return [None] * cells.rows
+    if isinstance(column, CodedColumn):
+        return [[*column.distinct, None][code] for code in column.codes.tolist()]
+    return list(column)
 
 
 def formulas_neutralised(frame: DataFrame) -> DataFrame:
@@ -289,17 +344,22 @@ def score_dataframe(spark: SparkSession, frame: DataFrame, package: ModelPackage
     """Results (RESULT_SCHEMA) for every input row; the model is broadcast once."""
     broadcast = spark.sparkContext.broadcast(package)
 
+    if has_arrow():
+
+        def run_arrow(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            return score_batches(batches, broadcast.value)
+
+        return frame.mapInArrow(run_arrow, RESULT_SCHEMA)
+
     def run(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         return score_frames(batches, broadcast.value)
 
-    if has_arrow():
-        return frame.mapInPandas(run, RESULT_SCHEMA)
     rows = frame.rdd.mapPartitions(lambda part: _tuples(run(_batches(part))))
     return spark.createDataFrame(rows, RESULT_SCHEMA, verifySchema=False)
 
 
 def has_arrow() -> bool:
-    """mapInPandas needs pyarrow; without it the job falls back to pickled rows."""
+    """mapInArrow needs pyarrow; without it the job falls back to pickled rows."""
     try:
         import pyarrow  # noqa: F401
     except ImportError:
