@@ -102,7 +102,7 @@ def test_arrow_batches_answer_as_the_rows_do(rows, scorer, monkeypatch):
     table = pa.Table.from_pylist(rows)
     batches = table.to_batches(max_chunksize=100)
     results = [b.to_pydict() for b in spark_job.score_batches(batches, package=None)]
-    merged = {name: sum((r[name] for r in results), []) for name in results[0]}
+    merged = {name: [v for r in results for v in r[name]] for name in results[0]}
     assert answers(merged) == expected(rows, scorer)
     assert sum(e is not None for e in merged[spark_job.ERROR_COLUMN]) == 8
 
