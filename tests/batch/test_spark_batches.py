@@ -64,7 +64,7 @@ def rows() -> list[dict[str, str]]:
 
 def expected(rows: list[dict[str, str]], scorer: Scorer) -> list[tuple]:
     """Each row through csv_rows and Scorer.decide, one at a time."""
-    answers = []
+    answers: list[tuple] = []
     for row in rows:
         record = {name: read_value(name, row[name]) for name in spark_job.INPUT_COLUMNS}
         try:
