@@ -23,7 +23,7 @@ import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, TextIO
 
 import numpy as np
 import pyarrow as pa
@@ -100,7 +100,7 @@ def iter_cell_columns(
         return
     except ArrowReadError:
         pass
-    with open_csv_text(path) as text:
+    with open_stream(path) as text:
         rows = read_rows(text)
         next(rows)
         chunk: list[list[str]] = []
@@ -117,8 +117,16 @@ def iter_cell_columns(
 
 def read_header(data: CsvSource) -> list[str]:
     """The file's header as csv_rows reads and checks it (its errors, word for word)."""
-    with open_csv_text(data) as text:
+    opened = open_stream(data) if isinstance(data, os.PathLike) else open_csv_text(data)
+    with opened as text:
         return next(read_rows(text))[1]
+
+
+def open_stream(path: os.PathLike[str]) -> TextIO:
+    """A CSV file as text, read as it is consumed (not all at once, as csv_rows
+    does for an upload); a byte that is not UTF-8 raises UnicodeDecodeError."""
+    # utf-8-sig: some copies of the public data start with a byte-order mark.
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def _arrow_batches(

@@ -25,9 +25,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Final, NoReturn
 
-from loan_preprocessing.batch.arrow_columns import iter_cell_columns
+from loan_preprocessing.batch.arrow_columns import iter_cell_columns, open_stream
 from loan_preprocessing.batch.csv_output import CSV_COLUMNS, column_csv_lines
-from loan_preprocessing.csv_rows import CsvValidationError, iter_csv_applications, open_csv_text
+from loan_preprocessing.csv_rows import CsvValidationError, iter_csv_applications
 from loan_preprocessing.decide import Scorer, UnscoredRowError
 from loan_preprocessing.model_store import MODEL_NAME, ModelLoadError, get_model
 
@@ -71,7 +71,7 @@ def score_stream(
 
 def raise_first_bad_row(source: Path) -> NoReturn:
     """Read `source` row by row up to its first bad row, and raise its error."""
-    with open_csv_text(source) as text:
+    with open_stream(source) as text:
         for _ in iter_csv_applications(text):
             pass
     raise AssertionError("the columnar check refused a CSV file that csv_rows accepts")
