@@ -25,7 +25,7 @@ CHECKOV_VENV := .venv-checkov
 export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export BENTOML_DO_NOT_TRACK := true
 
-$(BIN)/.installed: requirements/service.txt requirements/dev.txt
+$(BIN)/.installed: requirements/service.txt requirements/spark.txt requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements/dev.txt
