@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -27,6 +27,7 @@ from sklearn.pipeline import Pipeline
 from loan_preprocessing.features import DERIVED_FROM, MODEL_FEATURES
 from loan_preprocessing.model_store import ModelLoadError, model_metadata
 from loan_preprocessing.reason_codes import (
+    CODES,
     FEATURE_REASONS,
     MAX_REASONS,
     REASON_CODES,
@@ -156,11 +157,16 @@ class ReasonExplainer:
         self.group_of_feature = [codes.index(FEATURE_REASONS[f]) for f in features]
         # Built once: every rejection shares these immutable objects.
         self._reasons = [Reason(code=r.code, fields=r.fields, text=r.text) for r in REASON_CODES]
-        # (a reason, the reason given instead when the application left its fields empty)
+        # (a reason's index, the index of the reason given instead when the
+        # application left all of its fields empty, those fields)
         self._when_not_provided = [
-            (self._reasons[codes.index(code)], self._reasons[codes.index(other)])
+            (codes.index(code), codes.index(other), CODES[code].fields)
             for code, other in WHEN_NOT_PROVIDED.items()
         ]
+        # The fields `reasons` must be told about: were they left empty?
+        self.fields_checked = tuple(
+            dict.fromkeys(f for _, _, fields in self._when_not_provided for f in fields)
+        )
         # The reasons of each combination of codes met so far: bounded by the table
         # (ordered choices of at most MAX_REASONS codes), whatever clients send.
         self._named: dict[tuple[int, ...], tuple[Reason, ...]] = {}
@@ -178,12 +184,15 @@ class ReasonExplainer:
         """(rows x REASON_CODES) attributions added up by reason code."""
         return self.shapley.grouped(inputs, self.group_of_feature, len(REASON_CODES))
 
-    def reasons(self, inputs: np.ndarray, applications: Sequence[Any]) -> list[tuple[Reason, ...]]:
-        """For each row of `inputs` (the classifier's input for `applications`), the
-        codes whose contributions lowered its log-odds by MIN_REASON_LOG_ODDS or
-        more, most negative first, at most MAX_REASONS. Ties keep the table's
-        order, so the answer is the same whatever else is in the batch."""
-        if not len(applications):
+    def reasons(
+        self, inputs: np.ndarray, not_provided: Mapping[str, np.ndarray]
+    ) -> list[tuple[Reason, ...]]:
+        """For each row of `inputs` (the classifier's input), the codes whose
+        contributions lowered its log-odds by MIN_REASON_LOG_ODDS or more, most
+        negative first, at most MAX_REASONS. Ties keep the table's order, so the
+        answer is the same whatever else is in the batch. `not_provided` holds, for
+        each of `fields_checked`, whether each row's application left it empty."""
+        if not len(inputs):
             return []
         contributions = self.code_contributions(inputs)
         order = np.argsort(contributions, axis=1, kind="stable")[:, :MAX_REASONS]
@@ -192,14 +201,17 @@ class ReasonExplainer:
         # The factor that lowered the score most is named even below the floor
         # (a rejection's contributions add up to less than zero, see above).
         named[:, 0] = ranked[:, 0] < 0
-        keys = map(tuple, np.where(named, order, -1).tolist())
+        chosen = np.where(named, order, -1)
+        # A code said another way when its fields were all left empty: swapped
+        # in place, as whole columns, before the codes are named.
+        for code, other, fields in self._when_not_provided:
+            swap = chosen == code
+            if swap.any():
+                for name in fields:
+                    swap &= np.asarray(not_provided[name], dtype=bool)[:, None]
+                chosen[swap] = other
         named_by_codes = self._named
-        reasons = [named_by_codes.get(key) or self._name(key) for key in keys]
-        for code, other in self._when_not_provided:
-            for i, application in enumerate(applications):
-                if code in reasons[i] and all(getattr(application, f) is None for f in code.fields):
-                    reasons[i] = tuple(other if r is code else r for r in reasons[i])
-        return reasons
+        return [named_by_codes.get(key) or self._name(key) for key in map(tuple, chosen.tolist())]
 
     def _name(self, codes: tuple[int, ...]) -> tuple[Reason, ...]:
         reasons = tuple(self._reasons[code] for code in codes if code >= 0)
