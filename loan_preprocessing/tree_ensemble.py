@@ -185,7 +185,9 @@ class _BulkTables:
         raw = np.full(X.shape[0], baseline, dtype=np.float64)
         value = np.empty(X.shape[0], dtype=np.float64)
         for table, pair in zip(self.tables, self.pair_of_tree, strict=True):
-            table.take(joint[pair], out=value)
+            # mode="clip": the codes are in range by construction, and the
+            # bounds check costs a third of the lookup.
+            table.take(joint[pair], out=value, mode="clip")
             raw += value
         return raw
 
