@@ -86,14 +86,12 @@ class ColumnDecisions:
 
 # Which of the chosen rows left a field empty: what the explainer asks of the
 # fields it names differently when they were not provided.
-NotProvided = Callable[[str, np.ndarray], np.ndarray]
+NotProvided = Callable[[str, np.ndarray], np.ndarray | list[bool]]
 
 
 def _unset_attributes(applications: Sequence[LoanApplication]) -> NotProvided:
     """Of validated applications, read per row (a rejected row's one field)."""
-    return lambda name, rows: np.array(
-        [getattr(applications[i], name) is None for i in rows.tolist()], dtype=bool
-    )
+    return lambda name, rows: [getattr(applications[i], name) is None for i in rows.tolist()]
 
 
 def _unset_cells(columns: ValidatedColumns) -> NotProvided:
