@@ -60,9 +60,10 @@ class VectorizedBooster:
     # the CPU cache, which made 1000-row batches about twice as fast.
     CHUNK_ROWS = 128
     # From this many rows, a model of two-split trees is walked by side codes:
-    # below it the codes' fixed cost per tree (two numpy calls) is not repaid,
-    # so single rows and the service's batches keep the path above.
-    BULK_MIN_ROWS = 2048
+    # below it the codes' fixed cost per tree (two numpy calls) is not repaid.
+    # Measured on our 300 trees, one core: 128 rows 0.28 ms by levels, 0.45 ms
+    # by codes; 256 rows 0.57 / 0.51; 1000 rows 2.3 / 0.74; 10,000 rows 24 / 3.5.
+    BULK_MIN_ROWS = 256
     # Rows coded together on that path: the per-tree arrays stay in the L2 cache.
     BULK_CHUNK_ROWS = 16384
 

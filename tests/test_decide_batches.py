@@ -58,7 +58,7 @@ def test_the_probabilities_are_scikit_learns(scorer, frame, whole):
     np.testing.assert_array_equal(np.array(whole.probabilities), expected)
 
 
-@pytest.mark.parametrize("size", [1, 127, 128, 129, 2047, 2049, 5000])
+@pytest.mark.parametrize("size", [1, 127, 128, 129, 255, 257, 1000, 1025, 5000])
 def test_any_chunking_gives_the_same_decisions(scorer, columns, whole, size):
     starts = range(0, ROWS, size) if size > 128 else range(0, 3 * size + 1, size)
     for start in starts:

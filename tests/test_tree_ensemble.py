@@ -114,9 +114,9 @@ def test_models_it_cannot_reproduce_are_refused(reason):
 
 
 # Batch sizes around every boundary of both paths: the row chunks of the general
-# path (128), where large batches switch to side codes (2048), and the chunks
+# path (128), where larger batches switch to side codes (256), and the chunks
 # of rows coded together (16384).
-BATCH_SIZES = [1, 127, 128, 129, 2047, 2048, 2049, 5000, 16384, 16385, 20001]
+BATCH_SIZES = [1, 127, 128, 129, 255, 256, 257, 1000, 5000, 16384, 16385, 20001]
 
 
 @pytest.fixture(scope="module")

@@ -155,10 +155,10 @@ def test_refuses_deeper_trees_and_a_bad_reference():
         TreeShapley(ours, X[:0])
 
 
-@pytest.mark.parametrize("rows", [1, 127, 128, 129, 511, 512, 513, 1023, 1024, 1025, 5000])
+@pytest.mark.parametrize("rows", [1, 127, 128, 129, 511, 512, 513, 2047, 2048, 2049, 5000])
 def test_a_row_gets_the_same_numbers_alone_whatever_the_batch_size(rows):
     """Around the chunks of rows (512) and where rows start to be merged by their
-    side codes (1024): every row of the batch equals the row explained alone, to
+    side codes (2048): every row of the batch equals the row explained alone, to
     the last bit. Values on a coarse grid make many rows share their codes."""
     classifier, X = _fitted(13)
     explainer = TreeShapley(classifier, X[:30])
