@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import bentoml
 import numpy as np
@@ -94,31 +93,26 @@ class ColumnDecisions:
         )
 
 
-class _RowViews(Sequence[Any]):
-    """The rows of validated columns, read like LoanApplications' attributes (the
-    explainer asks whether a rejected row's fields were provided)."""
-
-    def __init__(self, columns: ValidatedColumns) -> None:
-        self.values = columns.values
-        self.rows = len(columns)
-
-    def __len__(self) -> int:
-        return self.rows
-
-    def __getitem__(self, row: Any) -> Any:
-        return _RowView(self.values, row)
+# Which of the chosen rows left a field empty: what the explainer asks of the
+# fields it names differently when they were not provided.
+NotProvided = Callable[[str, np.ndarray], np.ndarray | list[bool]]
 
 
-class _RowView:
-    __slots__ = ("row", "values")
+def _unset_attributes(applications: Sequence[LoanApplication]) -> NotProvided:
+    """Of validated applications, read per row (a rejected row's one field)."""
+    return lambda name, rows: [getattr(applications[i], name) is None for i in rows.tolist()]
 
-    def __init__(self, values: Mapping[str, np.ndarray], row: int) -> None:
-        self.values = values
-        self.row = row
 
-    def __getattr__(self, name: str) -> object:
-        value = self.values[name][self.row]
-        return None if value is None or (isinstance(value, float) and value != value) else value
+def _unset_cells(columns: ValidatedColumns) -> NotProvided:
+    """Of validated columns (NaN or None where missing), as whole columns."""
+
+    def not_provided(name: str, rows: np.ndarray) -> np.ndarray:
+        values = columns.values[name][rows]
+        if values.dtype.kind == "f":
+            return np.isnan(values)
+        return np.array([v is None or v != v for v in values.tolist()], dtype=bool)
+
+    return not_provided
 
 
 @dataclass(frozen=True)
@@ -182,7 +176,7 @@ class Scorer:
         try:
             inputs = self.model_inputs(applications)
             scores = self._probabilities(inputs)
-            reasons = self._reasons(inputs, applications, scores)
+            reasons = self._reasons(inputs, scores, _unset_attributes(applications))
         except Exception:
             logger.exception(
                 "the model raised on a batch of %d; retrying row by row", len(applications)
@@ -193,15 +187,16 @@ class Scorer:
         return self._decisions(applications, scores.tolist(), reasons)
 
     def _reasons(
-        self, inputs: np.ndarray, applications: Sequence[Any], scores: np.ndarray
+        self, inputs: np.ndarray, scores: np.ndarray, not_provided: NotProvided
     ) -> list[Sequence[Reason]]:
         """The reasons of each row, explained for the rejected rows only."""
         # The complement of the rule in _decisions (p >= threshold approves).
         rejected = np.flatnonzero(~(scores >= self.threshold))
-        reasons: list[Sequence[Reason]] = [()] * len(applications)
+        reasons: list[Sequence[Reason]] = [()] * len(scores)
         if len(rejected):
             explained = self.explainer.reasons(
-                inputs[rejected], [applications[i] for i in rejected.tolist()]
+                inputs[rejected],
+                {name: not_provided(name, rejected) for name in self.explainer.fields_checked},
             )
             for i, named in zip(rejected.tolist(), explained, strict=True):
                 reasons[i] = named
@@ -243,7 +238,7 @@ class Scorer:
         try:
             inputs = self._columns_model_inputs(columns.values)
             scores = self._probabilities(inputs)
-            reasons = self._reasons(inputs, _RowViews(columns), scores)
+            reasons = self._reasons(inputs, scores, _unset_cells(columns))
         except Exception as exc:
             logger.exception("the model raised on a batch of %d columns", len(columns))
             raise UnscoredRowError("the model could not score every row") from exc
@@ -259,7 +254,7 @@ class Scorer:
             try:
                 inputs = self.model_inputs([application])
                 scores = self._probabilities(inputs)
-                named = self._reasons(inputs, [application], scores)[0]
+                named = self._reasons(inputs, scores, _unset_attributes([application]))[0]
                 probability: float | None = float(scores[0])
             except Exception:
                 logger.exception("the model raised on application %s", application.Loan_ID)

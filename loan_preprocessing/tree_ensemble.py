@@ -9,6 +9,11 @@ operations per tree level. The rules are scikit-learn's (`x <= threshold` goes
 left, NaN follows `missing_go_to_left`), the leaf values are added tree by tree
 in the same order, and the link is the model's own, so the probabilities are the
 same floating-point numbers (tests/test_tree_ensemble.py).
+
+Large batches of a model whose trees split at most twice (ours) take another
+path: one side code per feature and row, then one table lookup and one addition
+per tree (split_codes.py), about four times faster per row; the leaf values are
+still added tree by tree from the baseline, so the numbers are the same.
 """
 
 from __future__ import annotations
@@ -17,6 +22,13 @@ from typing import Any
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
+
+from loan_preprocessing.split_codes import (
+    MAX_TABLE_CELLS,
+    DeeperTreeError,
+    SplitCodes,
+    two_split_tree,
+)
 
 
 def unsupported_reason(classifier: object) -> str | None:
@@ -47,6 +59,13 @@ class VectorizedBooster:
     # Rows walked together: the (rows x trees) temporaries of a chunk stay in
     # the CPU cache, which made 1000-row batches about twice as fast.
     CHUNK_ROWS = 128
+    # From this many rows, a model of two-split trees is walked by side codes:
+    # below it the codes' fixed cost per tree (two numpy calls) is not repaid.
+    # Measured on our 300 trees, one core: 128 rows 0.28 ms by levels, 0.45 ms
+    # by codes; 256 rows 0.57 / 0.51; 1000 rows 2.3 / 0.74; 10,000 rows 24 / 3.5.
+    BULK_MIN_ROWS = 256
+    # Rows coded together on that path: the per-tree arrays stay in the L2 cache.
+    BULK_CHUNK_ROWS = 16384
 
     def __init__(self, classifier: HistGradientBoostingClassifier) -> None:
         reason = unsupported_reason(classifier)
@@ -84,6 +103,7 @@ class VectorizedBooster:
         self.roots = own_key[:, 0].copy()
         self.baseline = float(np.asarray(classifier._baseline_prediction).ravel()[0])
         self.loss: Any = classifier._loss
+        self._bulk = _BulkTables.of(trees, self.n_features)
 
     def raw_predict(self, X: np.ndarray) -> np.ndarray:
         """The raw score of each row: baseline plus each tree's leaf, in tree order."""
@@ -91,6 +111,11 @@ class VectorizedBooster:
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected a matrix of {self.n_features} columns, got {X.shape}")
         raw = np.empty(X.shape[0], dtype=np.float64)
+        if self._bulk is not None and X.shape[0] >= self.BULK_MIN_ROWS:
+            for start in range(0, X.shape[0], self.BULK_CHUNK_ROWS):
+                chunk = X[start : start + self.BULK_CHUNK_ROWS]
+                raw[start : start + len(chunk)] = self._bulk.raw(chunk, self.baseline)
+            return raw
         for start in range(0, X.shape[0], self.CHUNK_ROWS):
             chunk = X[start : start + self.CHUNK_ROWS]
             raw[start : start + len(chunk)] = self._raw_chunk(chunk)
@@ -127,6 +152,45 @@ class VectorizedBooster:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return self.loss.predict_proba(self.raw_predict(X))
+
+
+class _BulkTables:
+    """Each tree's leaf value for each joint side code of its pair of features."""
+
+    def __init__(self, codes: SplitCodes, tables: list[np.ndarray]) -> None:
+        self.codes = codes
+        self.tables = tables
+        self.pair_of_tree = codes.pair_of_tree.tolist()
+
+    @classmethod
+    def of(cls, trees: list[np.ndarray], n_features: int) -> _BulkTables | None:
+        """The tables of these trees, or None when a tree splits more than twice
+        or the tables would be too large."""
+        try:
+            parsed = [two_split_tree(nodes) for nodes in trees]
+        except DeeperTreeError:
+            return None
+        codes = SplitCodes(parsed, n_features)
+        if codes.table_cells > MAX_TABLE_CELLS:
+            return None
+        leaves = [
+            t.leaf if t is not None else np.asarray(nodes[0]["value"], dtype=np.float64)
+            for t, nodes in zip(parsed, trees, strict=True)
+        ]
+        return cls(codes, [codes.table(t, v) for t, v in zip(parsed, leaves, strict=True)])
+
+    def raw(self, X: np.ndarray, baseline: float) -> np.ndarray:
+        """baseline + each tree's leaf, added one tree at a time in order as
+        scikit-learn does (rounding included)."""
+        joint = self.codes.joint(X)
+        raw = np.full(X.shape[0], baseline, dtype=np.float64)
+        value = np.empty(X.shape[0], dtype=np.float64)
+        for table, pair in zip(self.tables, self.pair_of_tree, strict=True):
+            # mode="clip": the codes are in range by construction, and the
+            # bounds check costs a third of the lookup.
+            table.take(joint[pair], out=value, mode="clip")
+            raw += value
+        return raw
 
 
 def _tree_depth(nodes: np.ndarray) -> int:

@@ -24,60 +24,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from loan_preprocessing.split_codes import SplitCodes, two_split_tree
 from loan_preprocessing.tree_ensemble import unsupported_reason
-
-
-@dataclass(frozen=True)
-class _TwoSplitTree:
-    """A tree as its two splits: the root (feature a) and the root's one child
-    that splits (feature b; the root again when there is none), and the leaf
-    value for each pair of sides, leaf[r, s], r and s true when going left."""
-
-    a: int
-    a_threshold: float
-    a_missing_left: bool
-    b: int
-    b_threshold: float
-    b_missing_left: bool
-    leaf: np.ndarray  # (2, 2), indexed [int(r), int(s)]
-
-
-def _two_split_tree(nodes: np.ndarray) -> _TwoSplitTree | None:
-    """The tree's splits, or None when it is a single leaf (a constant, which
-    moves the expected value but no attribution)."""
-    root = nodes[0]
-    if root["is_leaf"]:
-        return None
-    left, right = int(root["left"]), int(root["right"])
-    splitting = [child for child in (left, right) if not nodes[child]["is_leaf"]]
-    if len(splitting) > 1 or any(
-        not nodes[c]["is_leaf"] for s in splitting for c in (nodes[s]["left"], nodes[s]["right"])
-    ):
-        raise ValueError(
-            "a tree splits more than twice; only trees of 3 leaves at most are supported"
-        )
-    second = nodes[splitting[0]] if splitting else root
-    leaf = np.empty((2, 2), dtype=np.float64)
-    for r, child in ((1, left), (0, right)):
-        for s in (0, 1):
-            if nodes[child]["is_leaf"]:
-                leaf[r, s] = nodes[child]["value"]
-            else:
-                leaf[r, s] = nodes[int(second["left"] if s else second["right"])]["value"]
-    return _TwoSplitTree(
-        int(root["feature_idx"]),
-        float(root["num_threshold"]),
-        bool(root["missing_go_to_left"]),
-        int(second["feature_idx"]),
-        float(second["num_threshold"]),
-        bool(second["missing_go_to_left"]),
-        leaf,
-    )
 
 
 def _goes_left(values: np.ndarray, threshold: np.ndarray, missing_left: np.ndarray) -> np.ndarray:
@@ -89,6 +41,14 @@ def _goes_left(values: np.ndarray, threshold: np.ndarray, missing_left: np.ndarr
 class TreeShapley:
     """Interventional Shapley values of a binary HistGradientBoostingClassifier's
     raw score against a reference population (a float64 matrix of model inputs)."""
+
+    # Rows attributed together: a chunk's temporaries (a few per row and tree)
+    # stay within the CPU's caches instead of growing with the batch.
+    CHUNK_ROWS = 512
+    # From this many rows, rows are first merged by their side codes: below it
+    # the merging costs more than it saves (measured on our model: even at 1024
+    # rejections; 12% saved at 4096, three quarters at the 156k of 1M rows).
+    DISTINCT_MIN_ROWS = 2048
 
     def __init__(self, classifier: HistGradientBoostingClassifier, reference: np.ndarray) -> None:
         reason = unsupported_reason(classifier)
@@ -102,7 +62,8 @@ class TreeShapley:
                 f"columns, got {reference.shape}"
             )
         nodes = [iteration[0].nodes for iteration in classifier._predictors]
-        trees = [_two_split_tree(n) for n in nodes]
+        trees = [two_split_tree(n) for n in nodes]
+        self._codes = SplitCodes(trees, self.n_features)
         # Single-leaf trees add a constant to every row, the reference's included.
         constant = sum(float(n[0]["value"]) for n, t in zip(nodes, trees, strict=True) if t is None)
         split_trees = [t for t in trees if t is not None]
@@ -112,6 +73,8 @@ class TreeShapley:
         self.b_threshold = np.array([t.b_threshold for t in split_trees])
         self.a_missing_left = np.array([t.a_missing_left for t in split_trees])
         self.b_missing_left = np.array([t.b_missing_left for t in split_trees])
+        self._split_feature = np.concatenate([self.a, self.b])
+        self._split_threshold = np.concatenate([self.a_threshold, self.b_threshold])
         leaf = np.array([t.leaf for t in split_trees]).reshape(len(split_trees), 2, 2)
         # Sides the reference rows take: E[f(z)], E_z f(x_a, z_b) per root side r,
         # E_z f(z_a, x_b) per side s of the other split.
@@ -145,25 +108,33 @@ class TreeShapley:
         self.column_feature = np.concatenate([self.a, self.b])
 
     def _cells(self, X: np.ndarray) -> np.ndarray:
-        """(rows x trees) 2 r + s: r and s are 1 when the row goes left at the root
-        split and at the other split."""
+        """(rows x trees) 2 r + s as uint8: r and s are 1 when the row goes left at
+        the root split and at the other split."""
         if np.isnan(X).any():
             r = _goes_left(X[:, self.a], self.a_threshold, self.a_missing_left)
             s = _goes_left(X[:, self.b], self.b_threshold, self.b_missing_left)
-        else:  # imputed model inputs: the comparisons alone
-            r, s = X[:, self.a] <= self.a_threshold, X[:, self.b] <= self.b_threshold
-        return 2 * r + s
+        else:  # imputed model inputs: the comparisons alone, both splits in one
+            sides = X.take(self._split_feature, axis=1) <= self._split_threshold
+            r, s = sides[:, : len(self.a)], sides[:, len(self.a) :]
+        cells = r.view(np.uint8) << 1
+        cells |= s.view(np.uint8)
+        return cells
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """(rows x 2 trees) each tree's credit to its root feature, then to its
         other feature (`column_feature` says which feature each column credits)."""
-        return self._gather(X, self._column_base, self._column_tree)
+        return self._gather(self._checked(X), self._column_base, self._column_tree)
 
     def _gather(self, X: np.ndarray, base: np.ndarray, tree: np.ndarray) -> np.ndarray:
+        # np.take along the columns, not cells[:, tree]: fancy indexing hands back
+        # a column-major array, on which the lookups below ran seven times slower.
+        return self._tables.take(np.add(np.take(self._cells(X), tree, axis=1), base))
+
+    def _checked(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected a matrix of {self.n_features} columns, got {X.shape}")
-        return self._tables.take(base + self._cells(X)[:, tree])
+        return X
 
     def shap_values(self, X: np.ndarray) -> np.ndarray:
         """(rows x features) attributions; each row adds up to raw score - expected_value."""
@@ -173,12 +144,26 @@ class TreeShapley:
         """(rows x groups) attributions summed by group (feature j belongs to group
         group_of_feature[j]; -1: to none). Each row's sums are made in the same order
         whatever else is in the batch, so a row's result never depends on its batch."""
+        X = self._checked(X)
+        distinct = self._codes.distinct(X) if len(X) >= self.DISTINCT_MIN_ROWS else None
+        if distinct is not None:
+            # Rows on the same side of every split get the same numbers: each
+            # distinct row is computed once (a quarter of our rejections).
+            first, inverse = distinct
+            return self._grouped(X[first], group_of_feature, n_groups)[inverse]
+        return self._grouped(X, group_of_feature, n_groups)
+
+    def _grouped(self, X: np.ndarray, group_of_feature: Sequence[int], n_groups: int) -> np.ndarray:
         base, tree, starts, present = self._grouping(tuple(group_of_feature))
         out = np.zeros((len(X), n_groups), dtype=np.float64)
         if len(present):
             # The columns come out ordered by group, so each group is one slice.
-            ordered = self._gather(X, base, tree)
-            out[:, present] = np.add.reduceat(ordered, starts, axis=1)
+            # reduceat adds each row's slice on its own, so chunks of rows give the
+            # same numbers as one call; they bound the (rows x 2 trees) temporaries.
+            for start in range(0, len(X), self.CHUNK_ROWS):
+                rows = slice(start, start + self.CHUNK_ROWS)
+                ordered = self._gather(X[rows], base, tree)
+                out[rows, present] = np.add.reduceat(ordered, starts, axis=1)
         return out
 
     @functools.lru_cache(maxsize=8)  # noqa: B019 - a handful of groupings per explainer

@@ -111,3 +111,61 @@ def test_models_it_cannot_reproduce_are_refused(reason):
     assert unsupported_reason(model) == reason
     with pytest.raises(ValueError, match="cannot vectorise"):
         VectorizedBooster(model)
+
+
+# Batch sizes around every boundary of both paths: the row chunks of the general
+# path (128), where larger batches switch to side codes (256), and the chunks
+# of rows coded together (16384).
+BATCH_SIZES = [1, 127, 128, 129, 255, 256, 257, 1000, 5000, 16384, 16385, 20001]
+
+
+@pytest.fixture(scope="module")
+def two_split_model():
+    """Our model family (3 leaves a tree), with missing values both ways."""
+    return _fitted(seed=3, max_iter=120, max_leaf_nodes=3)
+
+
+def test_two_split_trees_take_the_side_code_path(two_split_model, deep_model):
+    assert VectorizedBooster(two_split_model[0])._bulk is not None
+    assert VectorizedBooster(deep_model[0])._bulk is None
+
+
+@pytest.mark.parametrize("rows", BATCH_SIZES)
+def test_equals_scikit_learn_on_any_batch_size(two_split_model, deep_model, rows):
+    """Bit for bit on both paths, so a row's probability cannot depend on the
+    size of its batch or on where a chunk ends."""
+    for classifier, X in (two_split_model, deep_model):
+        rng = np.random.default_rng(rows)
+        chosen = X[rng.integers(0, len(X), rows)]
+        np.testing.assert_array_equal(
+            VectorizedBooster(classifier).predict_proba(chosen), classifier.predict_proba(chosen)
+        )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrays(
+        np.float64,
+        st.tuples(st.integers(1, 60), st.just(5)),
+        elements=st.one_of(
+            st.floats(-5, 5, allow_nan=False), st.just(np.nan), st.sampled_from([-1e300, 1e300])
+        ),
+    )
+)
+def test_side_codes_equal_scikit_learn_on_any_matrix(two_split_model, X):
+    """The side-code path on every batch, in chunks of 7 rows."""
+    classifier, _ = two_split_model
+    booster = VectorizedBooster(classifier)
+    booster.BULK_MIN_ROWS, booster.BULK_CHUNK_ROWS = 1, 7
+    np.testing.assert_array_equal(booster.predict_proba(X), classifier.predict_proba(X))
+
+
+def test_side_codes_equal_scikit_learn_on_the_split_thresholds(two_split_model):
+    """Every threshold of the model, and its neighbours, in every feature."""
+    classifier, _ = two_split_model
+    booster = VectorizedBooster(classifier)
+    booster.BULK_MIN_ROWS = 1
+    thresholds = np.concatenate(booster._bulk.codes.thresholds)
+    values = np.concatenate([thresholds, np.nextafter(thresholds, np.inf), [np.nan]])
+    X = np.random.default_rng(0).choice(values, size=(3000, 5))
+    np.testing.assert_array_equal(booster.predict_proba(X), classifier.predict_proba(X))

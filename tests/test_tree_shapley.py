@@ -153,3 +153,32 @@ def test_refuses_deeper_trees_and_a_bad_reference():
         TreeShapley(ours, X[:10, :3])
     with pytest.raises(ValueError, match="reference population"):
         TreeShapley(ours, X[:0])
+
+
+@pytest.mark.parametrize("rows", [1, 127, 128, 129, 511, 512, 513, 2047, 2048, 2049, 5000])
+def test_a_row_gets_the_same_numbers_alone_whatever_the_batch_size(rows):
+    """Around the chunks of rows (512) and where rows start to be merged by their
+    side codes (2048): every row of the batch equals the row explained alone, to
+    the last bit. Values on a coarse grid make many rows share their codes."""
+    classifier, X = _fitted(13)
+    explainer = TreeShapley(classifier, X[:30])
+    rng = np.random.default_rng(rows)
+    batch = np.round(rng.normal(size=(rows, 4)), 1)
+    batch[rng.random(batch.shape) < 0.1] = np.nan
+    groups = [0, 1, 1, -1]
+    whole = explainer.grouped(batch, groups, 2)
+    alone = np.array([explainer.grouped(batch[i : i + 1], groups, 2)[0] for i in range(rows)])
+    np.testing.assert_array_equal(whole, alone)
+    if rows >= explainer.DISTINCT_MIN_ROWS:
+        first, _ = explainer._codes.distinct(batch)
+        assert len(first) < rows  # the merging was exercised
+
+
+def test_small_chunks_and_merging_change_no_number():
+    classifier, X = _fitted(17)
+    explainer = TreeShapley(classifier, X[:30])
+    expected = explainer.shap_values(X)
+    explainer.CHUNK_ROWS, explainer.DISTINCT_MIN_ROWS = 7, 2
+    np.testing.assert_array_equal(
+        explainer.shap_values(np.concatenate([X, X])), np.tile(expected, (2, 1))
+    )
