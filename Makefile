@@ -112,7 +112,7 @@ spark-score: venv
 	$(ENSURE_MODEL)
 	$(BIN)/python -m loan_preprocessing.batch.spark_job --input $(INPUT) --output $(OUTPUT) --master '$(SPARK_MASTER)' --overwrite
 
-## bench-spark: Spark vs in-process pandas on 1M synthetic rows -> bench/results/spark.json
+## bench-spark: bulk scoring of 1M synthetic rows: offline CSV (one core), Spark (CSV, Parquet), row-by-row baseline -> bench/results/spark.json
 bench-spark: venv
 	$(ENSURE_MODEL)
 	$(BIN)/python bench/spark_throughput.py --master '$(SPARK_MASTER)'
