@@ -149,15 +149,23 @@ def delta(before: dict[str, float], after: dict[str, float], key: str) -> float:
     return after.get(key, 0.0) - before.get(key, 0.0)
 
 
-def test_prediction_log_has_features_and_decisions_but_no_loan_id(guarded):
-    response = predict(guarded, {"applications": [{**EXAMPLE, "Loan_ID": "SECRET-ID"}]})
+def test_prediction_log_has_features_decisions_and_reasons_but_no_loan_id(guarded):
+    # The second application has no credit history: rejected, with its reasons.
+    applications = [
+        {**EXAMPLE, "Loan_ID": "SECRET-ID"},
+        {**EXAMPLE, "Loan_ID": "SECRET-ID-2", "Credit_History": 0, "ApplicantIncome": 1500},
+    ]
+    response = predict(guarded, {"applications": applications})
     assert response.status_code == 200
+    answers = response.json()
+    assert answers[1]["reasons"], answers[1]
     lines = [json.loads(line) for line in guarded.prediction_log.read_text().splitlines()]
-    last = lines[-1]
-    assert set(last["application"]) == set(FEATURE_COLUMNS)
-    assert last["Loan_Status"] == response.json()[0]["Loan_Status"]
-    assert last["probability"] == response.json()[0]["probability"]
-    assert last["model_tag"] == response.headers["X-Model-Tag"]
+    for logged, answer in zip(lines[-2:], answers, strict=True):
+        assert set(logged["application"]) == set(FEATURE_COLUMNS)
+        assert logged["Loan_Status"] == answer["Loan_Status"]
+        assert logged["probability"] == answer["probability"]
+        assert logged["reasons"] == [reason["code"] for reason in answer["reasons"]]
+        assert logged["model_tag"] == response.headers["X-Model-Tag"]
     assert "SECRET-ID" not in guarded.prediction_log.read_text()
 
 

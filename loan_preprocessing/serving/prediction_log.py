@@ -1,7 +1,11 @@
 """Optional JSON-lines log of what the service decided, for drift monitoring.
 
 One line per application: {"time", "model_tag", "application": {fields...},
-"Loan_Status", "probability"}. Every application field is logged, the protected
+"Loan_Status", "probability", "reasons"}; `reasons` holds a rejection's reason
+codes, most important first (empty for an approval), so the log keeps the
+principal reasons each applicant was given with the decision (a creditor keeps
+the statement of reasons with its records: Regulation B, 12 CFR 1002.12(b)).
+Every application field is logged, the protected
 ones (schema.PROTECTED_ATTRIBUTES) included although the model ignores them: the
 fairness report (`make fairness`) needs them to compare approval rates by group.
 Loan_ID is left out unless asked for: the log is for distributions, and an
@@ -44,6 +48,7 @@ class PredictionLog:
                     "application": {name: getattr(application, name) for name in fields},
                     "Loan_Status": decision.Loan_Status,
                     "probability": decision.probability,
+                    "reasons": [reason.code for reason in decision.reasons],
                 }
             )
             for application, decision in zip(applications, decisions, strict=True)
