@@ -56,16 +56,19 @@ def test_equals_scikit_learn_on_deep_trees_with_missing_values(deep_model, rows)
     np.testing.assert_array_equal(booster.predict_proba(chosen), classifier.predict_proba(chosen))
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    arrays(
+def any_matrices(max_rows: int) -> st.SearchStrategy[np.ndarray]:
+    """Matrices of the models' 5 features: ordinary values, missing ones and extremes."""
+    return arrays(
         np.float64,
-        st.tuples(st.integers(1, 300), st.just(5)),
+        st.tuples(st.integers(1, max_rows), st.just(5)),
         elements=st.one_of(
             st.floats(-5, 5, allow_nan=False), st.just(np.nan), st.sampled_from([-1e300, 1e300])
         ),
     )
-)
+
+
+@settings(max_examples=60, deadline=None)
+@given(any_matrices(300))
 def test_equals_scikit_learn_on_any_matrix(deep_model, X):
     classifier, _ = deep_model
     np.testing.assert_array_equal(
@@ -143,15 +146,7 @@ def test_equals_scikit_learn_on_any_batch_size(two_split_model, deep_model, rows
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    arrays(
-        np.float64,
-        st.tuples(st.integers(1, 60), st.just(5)),
-        elements=st.one_of(
-            st.floats(-5, 5, allow_nan=False), st.just(np.nan), st.sampled_from([-1e300, 1e300])
-        ),
-    )
-)
+@given(any_matrices(60))
 def test_side_codes_equal_scikit_learn_on_any_matrix(two_split_model, X):
     """The side-code path on every batch, in chunks of 7 rows."""
     classifier, _ = two_split_model
