@@ -164,10 +164,16 @@ def measure_servers(
                         seconds=WARM_UP_SECONDS,
                         path=PATHS.get(kind, "/predict"),
                     )
+        names = list(servers)
         for n in range(rounds):
             print(f"round {n + 1}/{rounds} ...", flush=True)
+            # The servers take turns in a rotating order: in some runs the server
+            # loaded first in a round had all 32 connections land on one of its
+            # workers round after round (new connections bursting on a shared
+            # socket); rotating spreads that across the servers.
+            order = names[n % len(names) :] + names[: n % len(names)]
             for kind in ALL_KINDS:
-                for name, server in servers.items():
+                for name, server in ((name, servers[name]) for name in order):
                     if kind not in runs[name]:
                         continue
                     result = run_wrk(
