@@ -282,7 +282,9 @@ def _id_values(cells: CellColumns) -> list[object]:
     if column is None:
         return [None] * cells.rows
     if isinstance(column, CodedColumn):
-        return [[*column.distinct, None][code] for code in column.codes.tolist()]
+        values = np.empty(len(column.distinct) + 1, dtype=object)
+        values[:-1] = column.distinct  # code -1: the None at the end
+        return values[column.codes].tolist()
     return list(column)
 
 
