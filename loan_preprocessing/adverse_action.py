@@ -203,26 +203,25 @@ def term_words(months: float) -> str:
 
 
 def _context(facts: NoticeFacts, settings: NoticeSettings) -> dict[str, Any]:
-    requested = []
-    if facts.requested_amount is not None:
-        requested.append(f"an amount of {amount_words(facts.requested_amount)}")
-    if facts.requested_term is not None:
-        requested.append(f"a term of {term_words(facts.requested_term)}")
+    amount, term = facts.requested_amount, facts.requested_term
+    requested = "A loan"
+    if amount is not None:
+        requested += f" of {amount_words(amount)}"
+    if term is not None:
+        requested += f" over {term_words(term)}"
+    if amount is None or term is None:
+        requested += " (the application did not state every term)"
     offers = []
     if facts.offered_amount is not None:
-        offers.append(
-            f"A loan of {amount_words(facts.offered_amount)} at the term you asked for."
-        )
+        offers.append(f"A loan of {amount_words(facts.offered_amount)} at the term you asked for.")
     if facts.offered_term is not None:
-        offers.append(
-            f"The amount you asked for over a term of {term_words(facts.offered_term)}."
-        )
+        offers.append(f"The amount you asked for over a term of {term_words(facts.offered_term)}.")
     return {
         "title": TITLE,
         "date": facts.decided_at.date().isoformat(),
         "decided_at": facts.decided_at.isoformat(timespec="seconds"),
         "facts": facts,
-        "requested": " and ".join(requested) or "an amount and term not stated",
+        "requested": requested + ".",
         "action": ACTION_DENIED,
         "offers": offers,
         "counteroffer_note": COUNTEROFFER_NOTE,
@@ -253,7 +252,7 @@ def _text(context: dict[str, Any]) -> str:
     lines = [context["title"].upper(), ""]
     lines += [f"Date: {context['date']}", f"Application: {facts.loan_id or '(no Loan_ID)'}"]
     lines += [f"Reference: {facts.decision_id}", ""]
-    lines += wrap.wrap(f"Requested credit: a loan of {context['requested']}.")
+    lines += wrap.wrap(f"Requested credit: {context['requested']}")
     lines += ["", f"Action taken: {context['action']}", ""]
     lines += ["PART I - PRINCIPAL REASONS FOR CREDIT DENIAL", ""]
     for reason in facts.reasons:
@@ -309,7 +308,7 @@ _HTML: Final = """<!DOCTYPE html>
 <dl class="facts">
   <dt>Date</dt><dd>{{ date }}</dd>
   <dt>Application</dt><dd>{{ facts.loan_id or "(no Loan_ID)" }}</dd>
-  <dt>Description of requested credit</dt><dd>A loan of {{ requested }}.</dd>
+  <dt>Description of requested credit</dt><dd>{{ requested }}</dd>
   <dt>Description of action taken</dt><dd>{{ action }}</dd>
 </dl>
 <section id="reasons">

@@ -94,9 +94,7 @@ def test_a_bad_credit_history_that_no_amount_overcomes_gets_explicit_nulls(
     assert body["counteroffer"] == {"LoanAmount": None, "Loan_Amount_Term": None, "addresses": []}
 
 
-def test_a_brute_force_over_every_whole_unit_finds_the_same_amounts(
-    scorer, applications, decided
-):
+def test_a_brute_force_over_every_whole_unit_finds_the_same_amounts(scorer, applications, decided):
     offered = [
         (a, d.counteroffer.LoanAmount)
         for a, d in zip(applications, decided, strict=True)
@@ -125,7 +123,7 @@ def test_the_same_alone_in_any_batch_and_as_columns(scorer, applications, decide
         len(applications),
     )
     as_columns = scorer.decide_columns(columns)
-    statuses, amounts, terms = _offers(decided)
+    _, amounts, terms = _offers(decided)
     assert as_columns.counteroffer_amounts == amounts
     assert as_columns.counteroffer_terms == terms
     assert as_columns.decisions() == decided

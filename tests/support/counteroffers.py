@@ -68,7 +68,7 @@ def probes(
     found = []
     requested = application.LoanAmount
     if requested is not None:
-        above = [0.0 if amount is None else round(amount * UNIT)]
+        above: list[int] = [0 if amount is None else round(amount * UNIT)]
         for point in step_points(pipeline, application):
             unit = math.floor(point * UNIT)
             above += [unit, unit + 1]
@@ -78,7 +78,7 @@ def probes(
             value = unit / UNIT
             if amount is not None and unit == round(amount * UNIT):
                 found.append(Probe({**base, "LoanAmount": value}, True, f"amount {value}"))
-            elif 1 <= unit and value < requested and (amount is None or value > amount):
+            elif unit >= 1 and value < requested and (amount is None or value > amount):
                 found.append(Probe({**base, "LoanAmount": value}, False, f"amount {value}"))
     else:
         assert amount is None, "an application without an amount gets no amount offer"
@@ -135,8 +135,10 @@ def assert_exact(
 def dense_amounts(pipeline, threshold: float, application: LoanApplication) -> float | None:
     """The largest whole unit below the requested amount that the pipeline
     approves, found by scoring every one of them (brute force)."""
-    units = np.arange(1, math.ceil(application.LoanAmount * UNIT))
-    units = units[units / UNIT < application.LoanAmount]
+    requested = application.LoanAmount
+    assert requested is not None
+    units = np.arange(1, math.ceil(requested * UNIT))
+    units = units[units / UNIT < requested]
     frame = pd.DataFrame({k: [v] * len(units) for k, v in application.model_dump().items()})
     frame["LoanAmount"] = units / UNIT
     approved = pipeline.predict_proba(to_feature_frame(frame))[:, 1] >= threshold
