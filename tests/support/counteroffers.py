@@ -4,7 +4,7 @@ over HTTP or from a built Bento.
 
 The step points are read here from the fitted trees (their thresholds on
 LogLoanAmount and LogInstalmentToIncome) and mapped back to amounts with the
-features' own formulas, independently of loan_preprocessing/counteroffers.py.
+features' own formulas, independently of loan_preprocessing/model/counteroffers.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from loan_preprocessing.features import DEFAULT_TERM_MONTHS, MODEL_FEATURES, to_feature_frame
+from loan_preprocessing.model.features import DEFAULT_TERM_MONTHS, MODEL_FEATURES, to_feature_frame
 from loan_preprocessing.schema import APPROVED, STANDARD_TERMS_MONTHS, LoanApplication
 
 UNIT = 1000.0  # whole units of currency per LoanAmount (thousands)

@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from loan_preprocessing.features import DEFAULT_TERM_MONTHS, DERIVED_FROM, MODEL_FEATURES
+from loan_preprocessing.model.features import DEFAULT_TERM_MONTHS, DERIVED_FROM, MODEL_FEATURES
 from loan_preprocessing.schema import (
     COUNTEROFFER_UNITS_PER_LOAN_AMOUNT,
     NO_COUNTEROFFER,

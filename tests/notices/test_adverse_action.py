@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from loan_preprocessing.adverse_action import (
+from loan_preprocessing.decide import Scorer
+from loan_preprocessing.notices.adverse_action import (
     ECOA_NOTICE,
     FCRA_NOTICE,
     NoticeError,
     NoticeSettings,
     render_notice,
 )
-from loan_preprocessing.decide import Scorer
 from loan_preprocessing.schema import (
     APPROVED,
     CATEGORY_LEVELS,

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loan_preprocessing.columns import validate_columns
 from loan_preprocessing.data import read_applications
 from loan_preprocessing.decide import Scorer
+from loan_preprocessing.inputs.columns import validate_columns
 from loan_preprocessing.reason_codes import CHANGEABLE_FIELDS, CODES, REASON_CODES
 from loan_preprocessing.schema import (
     APPROVED,
