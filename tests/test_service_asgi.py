@@ -134,10 +134,15 @@ def test_predict_csv_answers_like_predict(client):
     expected = [
         f"{d['Loan_ID']},{d['Loan_Status']},{d['probability']!r},"
         + REASON_SEPARATOR.join(r["code"] for r in d["reasons"])
+        + "".join(
+            "," + ("" if (d["counteroffer"] or {}).get(k) is None else repr(d["counteroffer"][k]))
+            for k in ("LoanAmount", "Loan_Amount_Term")
+        )
         for d in decisions
     ]
     assert lines[1:] == expected
     assert any(d["reasons"] for d in decisions)
+    assert any(d["counteroffer"] and d["counteroffer"]["LoanAmount"] for d in decisions)
 
 
 def test_predict_csv_names_line_and_column_of_a_bad_row(client):
