@@ -22,10 +22,9 @@ from loan_preprocessing.explanations.reasons import (
     load_reference,
 )
 from loan_preprocessing.inputs.columns import ValidatedColumns
-from loan_preprocessing.model.counteroffers import CounterofferSearch, counteroffer
+from loan_preprocessing.model.counteroffers import CounterofferSearch, LoanTerms, counteroffer
 from loan_preprocessing.model.features import (
-    DERIVED_FROM,
-    application_columns,
+    FastPredictor,
     columns_model_inputs_function,
     model_inputs_function,
 )
@@ -122,8 +121,8 @@ class ColumnDecisions:
 # Which of the chosen rows left a field empty: what the explainer asks of the
 # fields it names differently when they were not provided.
 NotProvided = Callable[[str, np.ndarray], np.ndarray | list[bool]]
-# The DERIVED_FROM columns of the chosen rows (what counteroffers are searched on).
-ColumnsOf = Callable[[np.ndarray], Mapping[str, np.ndarray]]
+# The loan terms of the chosen rows (what counteroffers are computed from).
+TermsOf = Callable[[np.ndarray], LoanTerms]
 
 
 @dataclass(frozen=True)
@@ -157,12 +156,18 @@ class Rejections:
         return offers
 
 
-def _application_columns(applications: Sequence[LoanApplication]) -> ColumnsOf:
-    return lambda rows: application_columns([applications[i] for i in rows.tolist()])
+def _application_terms(applications: Sequence[LoanApplication]) -> TermsOf:
+    def terms(rows: np.ndarray) -> LoanTerms:
+        chosen = [applications[i] for i in rows.tolist()]
+        return LoanTerms.of({name: [getattr(a, name) for a in chosen] for name in LoanTerms.FIELDS})
+
+    return terms
 
 
-def _columns_of(columns: ValidatedColumns) -> ColumnsOf:
-    return lambda rows: {name: columns.values[name][rows] for name in DERIVED_FROM}
+def _column_terms(columns: ValidatedColumns) -> TermsOf:
+    return lambda rows: LoanTerms.of(
+        {name: columns.values[name][rows] for name in LoanTerms.FIELDS}
+    )
 
 
 def _unset_attributes(applications: Sequence[LoanApplication]) -> NotProvided:
@@ -210,19 +215,32 @@ class Scorer:
         set_ = object.__setattr__
         set_(self, "_model_inputs", model_inputs_function(self.pipeline))
         set_(self, "_columns_model_inputs", columns_model_inputs_function(self.pipeline))
+        booster = None if unsupported_reason(classifier) else VectorizedBooster(classifier)
         set_(
             self,
             "_classifier_proba",
-            classifier.predict_proba
-            if unsupported_reason(classifier)
-            else VectorizedBooster(classifier).predict_proba,
+            classifier.predict_proba if booster is None else booster.predict_proba,
         )
         set_(self, "explainer", ReasonExplainer(classifier, self.reference))
+        if not FastPredictor.supports(self.pipeline):
+            raise ValueError(
+                "counteroffers need the pipeline features.build_pipeline makes (its imputer's "
+                "medians and its features)"
+            )
+        # The candidates repeat the shapes of the batch's denials: each distinct
+        # one is scored once (same numbers, VectorizedBooster.predict_proba_distinct).
+        candidate_proba = (
+            classifier.predict_proba if booster is None else booster.predict_proba_distinct
+        )
         set_(
             self,
             "counteroffers",
             CounterofferSearch(
-                classifier, self.threshold, self._columns_model_inputs, self._probabilities
+                classifier,
+                self.pipeline.named_steps["impute"].statistics_,
+                self.threshold,
+                lambda X: np.clip(candidate_proba(X)[:, 1], 0.0, 1.0),
+                booster,
             ),
         )
 
@@ -255,7 +273,7 @@ class Scorer:
                 inputs,
                 scores,
                 _unset_attributes(applications),
-                _application_columns(applications),
+                _application_terms(applications),
             )
         except Exception:
             logger.exception(
@@ -276,7 +294,7 @@ class Scorer:
         inputs: np.ndarray,
         scores: np.ndarray,
         not_provided: NotProvided,
-        columns_of: ColumnsOf,
+        terms_of: TermsOf,
     ) -> Rejections:
         """The reasons and counteroffers of the rejected rows."""
         # The complement of the rule in _decisions (p >= threshold approves).
@@ -291,7 +309,7 @@ class Scorer:
         )
         for i, named in zip(rejected.tolist(), explained, strict=True):
             reasons[i] = named
-        offers = self.counteroffers.offers(columns_of(rejected))
+        offers = self.counteroffers.offers(inputs[rejected], terms_of(rejected))
         return Rejections(rejected, reasons, offers.amounts, offers.terms)
 
     def _decisions(
@@ -335,7 +353,7 @@ class Scorer:
             inputs = self._columns_model_inputs(columns.values)
             scores = self._probabilities(inputs)
             rejections = self._rejections(
-                inputs, scores, _unset_cells(columns), _columns_of(columns)
+                inputs, scores, _unset_cells(columns), _column_terms(columns)
             )
         except Exception as exc:
             logger.exception("the model raised on a batch of %d columns", len(columns))
@@ -361,7 +379,7 @@ class Scorer:
                 inputs = self.model_inputs(one)
                 scores = self._probabilities(inputs)
                 rejections = self._rejections(
-                    inputs, scores, _unset_attributes(one), _application_columns(one)
+                    inputs, scores, _unset_attributes(one), _application_terms(one)
                 )
                 named, offer = rejections.reasons[0], rejections.counteroffers(1)[0]
                 probability: float | None = float(scores[0])
