@@ -149,7 +149,11 @@ class Scorer:
             if unsupported_reason(classifier)
             else VectorizedBooster(classifier).predict_proba,
         )
-        set_(self, "explainer", ReasonExplainer(classifier, self.reference))
+        set_(
+            self,
+            "explainer",
+            ReasonExplainer(classifier, self.reference, self.reference.features),
+        )
 
     @classmethod
     def from_model(cls, stored: bentoml.Model) -> Scorer:
