@@ -48,8 +48,28 @@ from loan_preprocessing.data import (
     read_applications,
 )
 from loan_preprocessing.environment import PROJECT_ROOT, apply_project_defaults
-from loan_preprocessing.features import MODEL_FEATURES, model_inputs
-from loan_preprocessing.model_store import MODEL_INPUTS_KEY, MODEL_NAME, save_pipeline
+from loan_preprocessing.explanations.reasons import METADATA_KEY as REASONS_METADATA_KEY
+from loan_preprocessing.explanations.reasons import (
+    REFERENCE_FILE,
+    ReferencePopulation,
+    build_reference,
+)
+from loan_preprocessing.model.features import MODEL_FEATURES, model_inputs
+from loan_preprocessing.model.search import (
+    CANDIDATE_NAMES,
+    CANDIDATES,
+    DECISION_THRESHOLD,
+    MONOTONIC_FEATURES,
+    PARAM_GRID,
+    SEARCH_FOLDS,
+    SEARCH_SCORING,
+    Candidate,
+    fit_candidate,
+    make_search,
+    search_candidates,
+    search_folds,
+)
+from loan_preprocessing.model.store import MODEL_INPUTS_KEY, MODEL_NAME, save_pipeline
 from loan_preprocessing.operations.alternatives import (
     CUTOFF_KEY,
     DEFAULT_AUC_TOLERANCE,
@@ -76,27 +96,11 @@ from loan_preprocessing.operations.report import (
     build_report,
     write_report,
 )
-from loan_preprocessing.reasons import METADATA_KEY as REASONS_METADATA_KEY
-from loan_preprocessing.reasons import REFERENCE_FILE, ReferencePopulation, build_reference
 from loan_preprocessing.schema import (
     CATEGORY_LEVELS,
     FEATURE_COLUMNS,
     NUMERIC_COLUMNS,
     REQUIRED_COLUMNS,
-)
-from loan_preprocessing.search import (
-    CANDIDATE_NAMES,
-    CANDIDATES,
-    DECISION_THRESHOLD,
-    MONOTONIC_FEATURES,
-    PARAM_GRID,
-    SEARCH_FOLDS,
-    SEARCH_SCORING,
-    Candidate,
-    fit_candidate,
-    make_search,
-    search_candidates,
-    search_folds,
 )
 
 HOLDOUT_SHARE: Final = 0.2

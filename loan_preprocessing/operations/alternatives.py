@@ -27,7 +27,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from loan_preprocessing.features import DERIVED_FROM
+from loan_preprocessing.model.features import DERIVED_FROM
+from loan_preprocessing.model.search import ALL_INPUTS, CandidateResult, without
 from loan_preprocessing.operations.fairness import (
     ADVERSE_IMPACT_RATIO,
     APPROVAL_RATE,
@@ -36,7 +37,6 @@ from loan_preprocessing.operations.fairness import (
     audit_decisions,
 )
 from loan_preprocessing.schema import CATEGORICAL_COLUMNS, CATEGORY_LEVELS, PROTECTED_ATTRIBUTES
-from loan_preprocessing.search import ALL_INPUTS, CandidateResult, without
 
 # Metadata sections.
 SELECTION_KEY: Final = "selection"

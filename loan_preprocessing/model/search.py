@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from loan_preprocessing.features import (
+from loan_preprocessing.model.features import (
     DERIVED_FROM,
     MODEL_FEATURES,
     build_pipeline,
