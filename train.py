@@ -56,6 +56,7 @@ from loan_preprocessing.explanations.reasons import (
 )
 from loan_preprocessing.model.features import MODEL_FEATURES, model_inputs
 from loan_preprocessing.model.search import (
+    ALL_INPUTS,
     CANDIDATE_NAMES,
     CANDIDATES,
     DECISION_THRESHOLD,
@@ -251,11 +252,14 @@ def audit_fairness(
     )
 
 
-def check_quality_floor(metrics: dict[str, float], min_roc_auc: float) -> None:
+def check_quality_floor(
+    metrics: dict[str, float], min_roc_auc: float, chosen: str = ALL_INPUTS
+) -> None:
     if metrics["holdout_roc_auc"] < min_roc_auc:
         raise QualityFloorError(
-            f"held-out ROC AUC {metrics['holdout_roc_auc']:.3f} is below the floor "
-            f"{min_roc_auc:.3f}; not saving (pass --allow-low-auc to save anyway)"
+            f"held-out ROC AUC {metrics['holdout_roc_auc']:.4f} of the candidate {chosen!r} "
+            f"is below the floor {min_roc_auc:.3f}; not saving (pass --allow-low-auc to save "
+            "anyway, or --candidate to keep another)"
         )
 
 
@@ -475,7 +479,11 @@ def main(argv: list[str] | None = None) -> int:
     audit = audit_fairness(features, target, result, args.seed)
     print(format_audit(audit))
     try:
-        check_quality_floor(result.metrics, -np.inf if args.allow_low_auc else args.min_roc_auc)
+        check_quality_floor(
+            result.metrics,
+            -np.inf if args.allow_low_auc else args.min_roc_auc,
+            result.candidate.name,
+        )
         check_fairness_floor(
             audit, -np.inf if args.allow_adverse_impact else args.min_adverse_impact_ratio
         )

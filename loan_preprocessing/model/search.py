@@ -28,6 +28,7 @@ from loan_preprocessing.model.features import (
     MODEL_FEATURES,
     build_pipeline,
     features_without,
+    fields_of,
 )
 
 SEARCH_FOLDS: Final = 5
@@ -50,12 +51,17 @@ _MAX_ITER: Final = "classify__max_iter"
 
 @dataclass(frozen=True)
 class Candidate:
-    """One feature set of the search space: its name, its features and the
-    application fields it leaves out."""
+    """One feature set of the search space: its name and its features."""
 
     name: str
     features: tuple[str, ...]
-    dropped: tuple[str, ...] = ()
+
+    @property
+    def dropped(self) -> tuple[str, ...]:
+        """The fields it does not read. Leaving ApplicantIncome out also leaves out
+        CoapplicantIncome: every feature that reads the latter reads the former."""
+        read = set(fields_of(self.features))
+        return tuple(f for f in DERIVED_FROM if f not in read)
 
 
 ALL_INPUTS: Final = "all inputs"
@@ -69,7 +75,7 @@ def without(field: str) -> str:
 # The declared search space: every field the model may read, and each of them left out.
 CANDIDATES: Final = (
     Candidate(ALL_INPUTS, MODEL_FEATURES),
-    *(Candidate(without(f), features_without([f]), (f,)) for f in DERIVED_FROM),
+    *(Candidate(without(f), features_without([f])) for f in DERIVED_FROM),
 )
 CANDIDATE_NAMES: Final = tuple(c.name for c in CANDIDATES)
 
