@@ -43,7 +43,7 @@ def _by_hand(frontier: dict, tolerance: float) -> str:
     top = max(lowest(n) for n in names)
     tied = [n for n in names if lowest(n) == top]
     best_auc = max(frontier[n]["roc_auc"] for n in tied)
-    return [n for n in tied if frontier[n]["roc_auc"] == best_auc][0]
+    return next(n for n in tied if frontier[n]["roc_auc"] == best_auc)
 
 
 def test_the_recorded_choice_is_the_rules(recorded):
