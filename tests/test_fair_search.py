@@ -1,6 +1,6 @@
 """The search for less discriminatory alternatives and the recorded cutoff, end to end.
 
-A model trained with `--cutoff` and `--candidate "without Property_Area"` (really
+A model trained with `--cutoff` and `--candidate without-Property_Area` (really
 trained, on the synthetic sample) must record both, load through the store's
 checks, serve and explain without ever reading or naming Property_Area, and be
 decided by its own cutoff on every scoring path: /predict, the V2 API,
@@ -211,7 +211,7 @@ def test_training_refuses_an_unknown_candidate(capsys):
     import train
 
     with pytest.raises(SystemExit):
-        train.parse_args(["--candidate", "without Gender"])
+        train.parse_args(["--candidate", "without-Gender"])
     assert "invalid choice" in capsys.readouterr().err
 
 

@@ -64,12 +64,12 @@ class Candidate:
         return tuple(f for f in DERIVED_FROM if f not in read)
 
 
-ALL_INPUTS: Final = "all inputs"
+ALL_INPUTS: Final = "all-inputs"
 
 
 def without(field: str) -> str:
     """The name of the candidate that does not read `field`."""
-    return f"without {field}"
+    return f"without-{field}"
 
 
 # The declared search space: every field the model may read, and each of them left out.

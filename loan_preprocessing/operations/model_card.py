@@ -20,6 +20,7 @@ from loan_preprocessing.data import DEFAULT_DATA_PATH, file_sha256
 from loan_preprocessing.explanations.reasons import METADATA_KEY as REASONS_METADATA_KEY
 from loan_preprocessing.explanations.reasons import MIN_REASON_LOG_ODDS
 from loan_preprocessing.model.features import NOT_MODEL_INPUTS
+from loan_preprocessing.model.search import ALL_INPUTS
 from loan_preprocessing.operations.alternatives import (
     CUTOFF_KEY,
     MIN_PROTECTED_AIR,
@@ -304,7 +305,7 @@ def proxy_summary(proxy: Mapping[str, Any], selection: Mapping[str, Any]) -> str
         "How well each field the model may read predicts each protected attribute (ROC AUC: "
         "0.5 means it tells nothing, 1.0 that it gives it away; a little under 0.5 is noise), "
         "and what leaving the field "
-        f"out does (the candidate without it against all inputs). Method: {proxy['method']}."
+        f"out does (the candidate without it against '{ALL_INPUTS}'). Method: {proxy['method']}."
     ]
     if area in predicts[attributes[0]]:
         aucs = ", ".join(f"{a} {rate_text(predicts[a][area])}" for a in attributes)
@@ -326,7 +327,7 @@ def proxy_summary(proxy: Mapping[str, Any], selection: Mapping[str, Any]) -> str
         )
     strongest = {
         a: max(
-            ((f, v) for f, v in predicts[a].items() if v is not None and f != "all inputs"),
+            ((f, v) for f, v in predicts[a].items() if v is not None and f != ALL_INPUTS),
             key=lambda item: item[1],
             default=(None, None),
         )
@@ -336,7 +337,7 @@ def proxy_summary(proxy: Mapping[str, Any], selection: Mapping[str, Any]) -> str
         "Strongest single field: "
         + "; ".join(f"for {a} {f} ({rate_text(v)})" for a, (f, v) in strongest.items())
         + "; all fields together: "
-        + ", ".join(f"{a} {rate_text(predicts[a].get('all inputs'))}" for a in attributes)
+        + ", ".join(f"{a} {rate_text(predicts[a].get(ALL_INPUTS))}" for a in attributes)
         + "."
     )
     return "\n\n".join(lines)

@@ -51,7 +51,7 @@ def test_the_space_has_all_inputs_and_each_field_left_out_once():
         "CoapplicantIncome",
     )
     with pytest.raises(ValueError, match="the candidates are"):
-        candidate("without Gender")
+        candidate("without-Gender")
 
 
 @pytest.mark.parametrize("name", [ALL_INPUTS, without("Property_Area")])

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from loan_preprocessing.model.features import DERIVED_FROM
+from loan_preprocessing.model.search import ALL_INPUTS
 from loan_preprocessing.model.store import get_model
 from loan_preprocessing.operations.alternatives import (
     DEFAULT_AUC_TOLERANCE,
@@ -91,7 +92,7 @@ def test_an_override_is_recorded_with_its_margin(recorded):
         abs=1e-4,
     )
     with pytest.raises(ValueError, match="the candidates are"):
-        select(frontier, override="without Gender")
+        select(frontier, override="without-Gender")
 
 
 def test_a_field_that_gives_the_attribute_away_is_caught_by_the_proxy_test():
@@ -117,7 +118,7 @@ def test_the_recorded_proxy_test_covers_every_field_and_attribute(real_model_tag
     predicts = proxy["predicts_protected_attribute"]
     assert set(predicts) == set(PROTECTED_ATTRIBUTES)
     for values in predicts.values():
-        assert list(values) == [*DERIVED_FROM, "all inputs"]
+        assert list(values) == [*DERIVED_FROM, ALL_INPUTS]
         assert all(0.0 <= v <= 1.0 for v in values.values())
     assert list(proxy["substitution"]) == list(DERIVED_FROM)
 

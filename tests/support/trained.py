@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.conftest import SAMPLE_CSV
 
-# Not 5: with seed 5 the rule chooses "without ApplicantIncome" on the synthetic
+# Not 5: with seed 5 the rule chooses "without-ApplicantIncome" on the synthetic
 # sample (best out-of-fold AUC, 0.779), whose held-out AUC (0.6998) is under the
 # 0.70 floor, so training refuses it; these tests are about what a saved model carries.
 SAMPLE_SEED = 3
@@ -33,7 +33,7 @@ def sample_model_with_report() -> tuple[str, Path]:
 # A lender's own cutoff and a candidate that does not read Property_Area, kept
 # with --candidate whatever the rule would choose.
 OWN_CUTOFF = 0.62
-WITHOUT_AREA = "without Property_Area"
+WITHOUT_AREA = "without-Property_Area"
 
 
 @functools.cache
