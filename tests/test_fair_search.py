@@ -158,7 +158,8 @@ def test_every_http_path_decides_with_the_recorded_cutoff(tag, scorer, sample_ro
     expected = _expected_statuses(scorer, sample_rows)
     csv_text = read_applications(SAMPLE_CSV)[[ID_COLUMN, *FEATURE_COLUMNS]].to_csv(index=False)
     env = {"LOAN_MODEL_TAG": tag, "LOAN_WORKERS": "1"}
-    with bentoml_serve(env=env, log_path=tmp_path / "serve.log") as server:
+    # A generous start-up time: the shared machine can be very busy.
+    with bentoml_serve(env=env, log_path=tmp_path / "serve.log", ready_timeout=240) as server:
         answer = httpx.post(f"{server.url}/predict", json={"applications": sample_rows}, timeout=60)
         assert answer.status_code == 200, answer.text
         assert [d["Loan_Status"] for d in answer.json()] == expected
