@@ -14,7 +14,7 @@ import pytest
 
 from loan_preprocessing.model.features import DERIVED_FROM
 from loan_preprocessing.model.search import ALL_INPUTS
-from loan_preprocessing.model.store import get_model
+from loan_preprocessing.model.store import get_model, model_metadata
 from loan_preprocessing.operations.alternatives import (
     DEFAULT_AUC_TOLERANCE,
     attribute_auc,
@@ -28,7 +28,7 @@ from tests.support.trained import sample_model_with_report
 @pytest.fixture(scope="module")
 def recorded(real_model_tag_or_none) -> dict:
     tag, _ = sample_model_with_report()
-    return dict(get_model(tag).info.metadata["selection"])
+    return dict(model_metadata(get_model(tag))["selection"])
 
 
 def _by_hand(frontier: dict, tolerance: float) -> str:
