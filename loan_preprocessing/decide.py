@@ -27,6 +27,7 @@ from loan_preprocessing.model.features import (
     FastPredictor,
     columns_model_inputs_function,
     model_inputs_function,
+    pipeline_features,
 )
 from loan_preprocessing.model.search import DECISION_THRESHOLD
 from loan_preprocessing.model.store import load_pipeline, model_metadata
@@ -221,7 +222,11 @@ class Scorer:
             "_classifier_proba",
             classifier.predict_proba if booster is None else booster.predict_proba,
         )
-        set_(self, "explainer", ReasonExplainer(classifier, self.reference))
+        set_(
+            self,
+            "explainer",
+            ReasonExplainer(classifier, self.reference, self.reference.features),
+        )
         if not FastPredictor.supports(self.pipeline):
             raise ValueError(
                 "counteroffers need the pipeline features.build_pipeline makes (its imputer's "
@@ -240,6 +245,7 @@ class Scorer:
                 self.pipeline.named_steps["impute"].statistics_,
                 self.threshold,
                 lambda X: np.clip(candidate_proba(X)[:, 1], 0.0, 1.0),
+                pipeline_features(self.pipeline),
                 booster,
             ),
         )

@@ -48,25 +48,32 @@ from loan_preprocessing.schema import (
 
 AMOUNT: Final = "LoanAmount"
 TERM: Final = "Loan_Amount_Term"
-LOG_AMOUNT: Final = MODEL_FEATURES.index("LogLoanAmount")
-LOG_INSTALMENT: Final = MODEL_FEATURES.index("LogInstalmentToIncome")
-TERM_FEATURE: Final = MODEL_FEATURES.index("Loan_Amount_Term")
+LOG_AMOUNT: Final = "LogLoanAmount"
+LOG_INSTALMENT: Final = "LogInstalmentToIncome"
+TERM_FEATURE: Final = "Loan_Amount_Term"
+# The loan-terms features through which each kind of offer acts.
+AMOUNT_FEATURES: Final = (LOG_AMOUNT, LOG_INSTALMENT)
+TERM_FEATURES: Final = (LOG_INSTALMENT, TERM_FEATURE)
+# A position no feature has (a feature the model does not read).
+_ABSENT: Final = -1
 # A step point computed within this relative distance above the requested amount
 # may, after rounding, lie just below it: it is kept, and the candidate it gives
 # is dropped later only if it is not below the requested amount.
 _BOUND_SLACK: Final = 1e-9
 
-# P(Y) of model inputs (MODEL_FEATURES after imputation).
+# P(Y) of model inputs (the model's features after imputation).
 Probabilities = Callable[[np.ndarray], np.ndarray]
 _LINK_SLACK: Final = 1e-12
 
 
 def split_thresholds(classifier: Any, feature: int) -> np.ndarray:
     """The distinct thresholds the fitted HistGradientBoostingClassifier compares
-    `feature` with, ascending."""
+    `feature` with, ascending (none for _ABSENT)."""
     predictors = getattr(classifier, "_predictors", None)
     if not predictors:
         raise ValueError("counteroffers need a fitted HistGradientBoostingClassifier")
+    if feature == _ABSENT:
+        return np.empty(0, dtype=np.float64)
     found = [
         nodes["num_threshold"][(nodes["is_leaf"] == 0) & (nodes["feature_idx"] == feature)]
         for nodes in (tree.nodes for iteration in predictors for tree in iteration)
@@ -113,8 +120,11 @@ class CounterofferSearch:
     `features.build_pipeline` (its classifier and imputer) and cutoff.
 
     A candidate is the denied row's own model inputs with only the features of
-    the loan's terms recomputed (features.loan_terms_features, the function the
-    pipeline itself uses), so nothing else about the application is recomputed."""
+    the loan's terms recomputed (features.loan_terms_features, the formulas the
+    pipeline itself uses), so nothing else about the application is recomputed.
+    `features` are the model's own, in its order: a model that does not read the
+    amount (or the term) at all has no offer on it, since no change of it can
+    change the decision."""
 
     def __init__(
         self,
@@ -122,9 +132,19 @@ class CounterofferSearch:
         medians: np.ndarray,
         threshold: float,
         probabilities: Probabilities,
+        features: Sequence[str] = MODEL_FEATURES,
         booster: VectorizedBooster | None = None,
         terms: Sequence[float] = STANDARD_TERMS_MONTHS,
     ) -> None:
+        position = {name: i for i, name in enumerate(features)}
+        self._log_amount = position.get(LOG_AMOUNT, _ABSENT)
+        self._log_instalment = position.get(LOG_INSTALMENT, _ABSENT)
+        self._term_feature = position.get(TERM_FEATURE, _ABSENT)
+        # Which kinds of offer the model's features allow at all.
+        self._acts = (
+            any(name in position for name in AMOUNT_FEATURES),
+            any(name in position for name in TERM_FEATURES),
+        )
         self.medians = np.asarray(medians, dtype=np.float64)
         self.threshold = threshold
         self.probabilities = probabilities
@@ -133,25 +153,26 @@ class CounterofferSearch:
         # a bound on P(Y) over every amount (or every term) rules them out with
         # one cheap pass, before any candidate is made.
         self._booster = booster
+        free = [
+            frozenset(position[name] for name in names if name in position)
+            for names in (AMOUNT_FEATURES, TERM_FEATURES)
+        ]
         self._bounds = (
-            None
-            if booster is None
-            else booster.upper_bounds(
-                [frozenset({LOG_AMOUNT, LOG_INSTALMENT}), frozenset({LOG_INSTALMENT, TERM_FEATURE})]
-            )
+            None if booster is None or not all(self._acts) else booster.upper_bounds(free)
         )
-        amount_thresholds = split_thresholds(classifier, LOG_AMOUNT)
-        instalment_thresholds = split_thresholds(classifier, LOG_INSTALMENT)
+        amount_thresholds = split_thresholds(classifier, self._log_amount)
+        instalment_thresholds = split_thresholds(classifier, self._log_instalment)
         # Each step point: the feature it is on, the threshold, and exp(threshold)
         # (for the instalment, still to be scaled by each row's income and term).
         self._feature = np.array(
-            [LOG_AMOUNT] * len(amount_thresholds) + [LOG_INSTALMENT] * len(instalment_thresholds),
+            [self._log_amount] * len(amount_thresholds)
+            + [self._log_instalment] * len(instalment_thresholds),
             dtype=np.intp,
         )
         self._threshold = np.concatenate([amount_thresholds, instalment_thresholds])
         with np.errstate(over="ignore"):
             self._exp = np.exp(self._threshold)
-        self._scaled = self._feature == LOG_INSTALMENT
+        self._scaled = self._feature == self._log_instalment
 
     def offers(self, inputs: np.ndarray, terms: LoanTerms) -> Offers:
         """The offers for denied rows, given their model inputs and their loan
@@ -163,8 +184,7 @@ class CounterofferSearch:
         rows = may_amount[rows]
         amount_inputs = inputs[rows]
         features = self._features(amounts, terms.term[rows], terms.income[rows])
-        amount_inputs[:, LOG_AMOUNT] = features["LogLoanAmount"]
-        amount_inputs[:, LOG_INSTALMENT] = features["LogInstalmentToIncome"]
+        self._put(amount_inputs, features)
         may_term = np.flatnonzero(may[1])
         term_inputs = self._term_inputs(inputs[may_term], terms.take(may_term))
         candidates = np.concatenate([amount_inputs, term_inputs])
@@ -185,8 +205,9 @@ class CounterofferSearch:
     def _may_approve(self, inputs: np.ndarray) -> np.ndarray:
         """(2 x rows) whether some amount, and some term, could approve each row:
         never false for a row that has an approved candidate."""
+        acts = np.array(self._acts)[:, None]
         if self._bounds is None or self._booster is None or not len(inputs):
-            return np.ones((2, len(inputs)), dtype=bool)
+            return np.broadcast_to(acts, (2, len(inputs))).copy()
         raw = self._bounds(inputs)
         best = self._booster.loss.predict_proba(raw.ravel())[:, 1].reshape(raw.shape)
         # A hair of slack: the bound holds, the link's rounding need not be monotonic.
@@ -198,12 +219,22 @@ class CounterofferSearch:
         """The loan-terms features, imputed as the pipeline imputes them."""
         with np.errstate(divide="ignore", invalid="ignore"):
             features = loan_terms_features(amount, term, income)
-        for name in ("LogLoanAmount", "LogInstalmentToIncome"):
-            value = features[name]
-            features[name] = np.where(
-                np.isnan(value), self.medians[MODEL_FEATURES.index(name)], value
-            )
+        for name, at in ((LOG_AMOUNT, self._log_amount), (LOG_INSTALMENT, self._log_instalment)):
+            if at != _ABSENT:
+                features[name] = np.where(
+                    np.isnan(features[name]), self.medians[at], features[name]
+                )
         return features
+
+    def _put(self, candidates: np.ndarray, features: dict[str, np.ndarray]) -> None:
+        """Write the loan-terms features the model reads into its input columns."""
+        for name, at in (
+            (LOG_AMOUNT, self._log_amount),
+            (LOG_INSTALMENT, self._log_instalment),
+            (TERM_FEATURE, self._term_feature),
+        ):
+            if at != _ABSENT:
+                candidates[:, at] = features[name]
 
     def _amount_candidates(self, terms: LoanTerms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row, step point, amount): the top whole unit of every step below each
@@ -241,7 +272,9 @@ class CounterofferSearch:
             units / COUNTEROFFER_UNITS_PER_LOAN_AMOUNT, terms.term[rows], terms.income[rows]
         )
         return np.where(
-            features == LOG_AMOUNT, computed["LogLoanAmount"], computed["LogInstalmentToIncome"]
+            features == self._log_amount,
+            computed["LogLoanAmount"],
+            computed["LogInstalmentToIncome"],
         )
 
     def _term_inputs(self, inputs: np.ndarray, terms: LoanTerms) -> np.ndarray:
@@ -253,8 +286,7 @@ class CounterofferSearch:
         features = self._features(
             np.repeat(terms.amount, count), term, np.repeat(terms.income, count)
         )
-        candidates[:, LOG_INSTALMENT] = features["LogInstalmentToIncome"]
-        candidates[:, TERM_FEATURE] = term
+        self._put(candidates, features)
         return candidates
 
     def _nearest_approved(self, asked: np.ndarray, approved: np.ndarray) -> np.ndarray:

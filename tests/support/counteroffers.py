@@ -16,7 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from loan_preprocessing.model.features import DEFAULT_TERM_MONTHS, MODEL_FEATURES, to_feature_frame
+from loan_preprocessing.model.features import (
+    DEFAULT_TERM_MONTHS,
+    pipeline_features,
+    to_feature_frame,
+)
 from loan_preprocessing.schema import APPROVED, STANDARD_TERMS_MONTHS, LoanApplication
 
 UNIT = 1000.0  # whole units of currency per LoanAmount (thousands)
@@ -27,10 +31,11 @@ def step_points(pipeline, application: LoanApplication) -> list[float]:
     thresholds t on LogLoanAmount, and the amount whose instalment-to-income is
     exp(t) for those on LogInstalmentToIncome."""
     classifier = pipeline[-1]
-    wanted = {
-        MODEL_FEATURES.index("LogLoanAmount"): 1.0,
-        MODEL_FEATURES.index("LogInstalmentToIncome"): None,
-    }
+    # Positions in the model's own features (a candidate of the fair-lending
+    # search may read fewer than MODEL_FEATURES).
+    features = pipeline_features(pipeline)
+    scales = {"LogLoanAmount": 1.0, "LogInstalmentToIncome": None}
+    wanted = {features.index(name): scale for name, scale in scales.items() if name in features}
     term = application.Loan_Amount_Term or DEFAULT_TERM_MONTHS
     income = application.ApplicantIncome + application.CoapplicantIncome
     points = []
