@@ -194,8 +194,8 @@ def install(workers: int) -> None:
         table.publish()
         await shutdown(server, sockets=sockets)
 
-    uvicorn.Server.startup = balanced_startup  # type: ignore[method-assign]
-    uvicorn.Server.shutdown = marked_shutdown  # type: ignore[method-assign]
+    uvicorn.Server.startup = balanced_startup  # type: ignore[method-assign,assignment]
+    uvicorn.Server.shutdown = marked_shutdown  # type: ignore[method-assign,assignment]
 
 
 def _heartbeat(loop: asyncio.AbstractEventLoop, table: ConnectionTable) -> None:
