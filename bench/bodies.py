@@ -91,6 +91,8 @@ def write_bodies(rows: list[dict], directory: Path, seed: int = 0) -> dict[str, 
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     single = write_single_bodies(rows, directory / "single_row_bodies.jsonl")
+    v2_single = directory / "single_row_v2_bodies.jsonl"
+    v2_single.write_text("".join(json.dumps(v2_body([r])) + "\n" for r in rows))
     batch = directory / f"{BATCH_ROWS}_row_bodies.jsonl"
     v2_batch = directory / f"{BATCH_ROWS}_row_v2_bodies.jsonl"
     v2_binary = directory / f"{BATCH_ROWS}_row_v2_binary_bodies.framed"
@@ -109,6 +111,7 @@ def write_bodies(rows: list[dict], directory: Path, seed: int = 0) -> dict[str, 
             v1_out.write(json.dumps(v1_body(picked)) + "\n")
     return {
         "single": single,
+        "v2_single": v2_single,
         "batch": batch,
         "v2_batch": v2_batch,
         "v2_binary": v2_binary,
