@@ -23,9 +23,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from loan_preprocessing.columns import RULES, ColumnsValidationError, validate_columns
 from loan_preprocessing.decide import ColumnDecisions, UnscoredRowError
-from loan_preprocessing.model_store import MODEL_NAME
+from loan_preprocessing.inputs.columns import RULES, ColumnsValidationError, validate_columns
+from loan_preprocessing.model.store import MODEL_NAME
 from loan_preprocessing.schema import ID_COLUMN, TARGET_COLUMN
 from loan_preprocessing.serving import binary_tensors
 from loan_preprocessing.serving.binary_tensors import BinaryTensorError
