@@ -20,7 +20,7 @@ from typing import Final
 
 from bench.mlserver import project_pins
 from loan_preprocessing.environment import PROJECT_ROOT
-from loan_preprocessing.model_store import MODEL_NAME
+from loan_preprocessing.model.store import MODEL_NAME
 from tests.support.server import RunningServer, free_port, stop, wait_ready
 
 VENV: Final = PROJECT_ROOT / "bench" / "results" / "kserve-venv"
