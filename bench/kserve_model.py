@@ -3,7 +3,7 @@ serves a model: a `kserve.Model` that loads it and answers `predict_proba` on
 what `get_predict_input` makes of the request (a DataFrame for a V2 request with
 the pandas content type, or for V1 `instances` of records).
 
-Runs in KServe's own venv (bench/kserve.py builds it), not in the project's:
+Runs in KServe's own venv (bench/kserve_peer.py builds it), not in the project's:
 
     python bench/kserve_model.py --model_name loan_approval --model_path model.joblib \\
         --http_port PORT --workers 2 --enable_grpc false

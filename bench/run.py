@@ -37,7 +37,7 @@ from typing import Any, Final
 import httpx
 
 from bench.bodies import BATCH_ROWS, application_rows, write_bodies, write_single_bodies
-from bench.kserve import V1_PREDICT_PATH, kserve_serve
+from bench.kserve_peer import V1_PREDICT_PATH, kserve_serve
 from bench.load import LoadResult, find_wrk, run_wrk
 from bench.machine import (
     connections_per_worker,
