@@ -73,9 +73,11 @@ def v2_binary_body(rows: list[dict]) -> bytes:
 
 
 def v1_body(rows: list[dict]) -> dict:
-    """The same applications as a KServe V1 request: `instances`, one record per
-    application (as /predict's records), without Loan_ID as in v2_body."""
-    return {"instances": [{k: row[k] for k in FEATURE_COLUMNS} for row in rows]}
+    """The same applications as a KServe V1 request: records, as /predict's, without
+    Loan_ID as in v2_body. KServe makes a DataFrame of each instance, and a single
+    record (all scalars) is refused ("If using all scalar values, you must pass an
+    index"), so the records go as one instance holding them all."""
+    return {"instances": [[{k: row[k] for k in FEATURE_COLUMNS} for row in rows]]}
 
 
 def write_single_bodies(rows: list[dict], path: Path) -> Path:
