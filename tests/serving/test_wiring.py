@@ -9,6 +9,7 @@ from loan_preprocessing.serving.middleware import (
     BodySizeLimit,
     ConcurrencyLimit,
 )
+from loan_preprocessing.serving.open_inference import OpenInferencePaths
 from loan_preprocessing.serving.settings import ServiceSettings
 from loan_preprocessing.serving.wiring import middleware_stack, traffic
 
@@ -24,7 +25,14 @@ def stack(settings: ServiceSettings) -> list[type]:
 
 def test_limits_and_key_come_before_anything_that_reads_the_body():
     order = stack(ServiceSettings.from_env({}))
-    assert order[:4] == [BodySizeLimit, BearerAuth, BodyReader, ConcurrencyLimit]
+    # OpenInferencePaths only renames a path, before anything looks at it.
+    assert order[:5] == [
+        OpenInferencePaths,
+        BodySizeLimit,
+        BearerAuth,
+        BodyReader,
+        ConcurrencyLimit,
+    ]
     for reader in (ContentTypeGuard, JsonBodyGuard, ErrorBodies):
         assert order.index(reader) > order.index(ConcurrencyLimit)
 
