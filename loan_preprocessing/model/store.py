@@ -8,6 +8,7 @@ sha256 is recorded at save time and checked at load time.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 from typing import Any, Final
@@ -167,10 +168,27 @@ def get_model(tag: str) -> bentoml.Model:
     try:
         return bentoml.models.get(tag)
     except bentoml.exceptions.NotFound as exc:
-        raise ModelLoadError(
-            f"no model {tag!r} in the BentoML store; train one with `python train.py` "
-            "(or `make train`)"
-        ) from exc
+        raise ModelLoadError(_not_found_message(tag)) from exc
+
+
+def _not_found_message(tag: str) -> str:
+    """One line for a model that is not stored: the versions that are, or, for an
+    empty store, where BentoML looked and how to point it at the project's."""
+    stored = [str(m.tag) for m in bentoml.models.list(MODEL_NAME)]
+    if stored:
+        return (
+            f"no model {tag!r} in the BentoML store; stored versions, newest first: "
+            f"{', '.join(stored)} (set LOAN_MODEL_TAG to one of them, or unset it for the newest)"
+        )
+    home = os.environ.get("BENTOML_HOME")
+    if home is None:
+        return (
+            f"no model {tag!r}: BENTOML_HOME is not set, so BentoML looked in its "
+            "default store ~/bentoml, which has none; for the project's store run "
+            "`export BENTOML_HOME=$PWD/.bentoml BENTOML_DO_NOT_TRACK=true` in the project "
+            "folder (or train one with `make train`)"
+        )
+    return f"no model {tag!r}: the BentoML store {home} is empty; train one with `make train`"
 
 
 def tag_to_serve(requested: str, bento: Any | None) -> str:
