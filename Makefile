@@ -53,8 +53,13 @@ export NO_MKDOCS_2_WARNING := 1
 REQUIREMENTS := $(wildcard requirements/*.txt)
 PIP_INSTALL = $(BIN)/pip install --quiet --progress-bar on --disable-pip-version-check
 
+# A missing interpreter stops make with one line (a recipe's `exit 1` would add
+# make's own "Error 1" line); expanded only when a venv is to be made.
+NO_PYTHON = $(error $(PYTHON) not found: install Python 3.11, or name one with PYTHON=/path/to/python3.11)
+NEED_PYTHON = $(if $(shell command -v $(PYTHON) 2>/dev/null),,$(NO_PYTHON))
+
 $(BIN)/python:
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found: install Python 3.11, or name one with PYTHON=/path/to/python3.11" >&2; exit 1; }
+	$(NEED_PYTHON)
 	@echo "make: creating $(VENV) with $(PYTHON)"
 	@$(PYTHON) -m venv $(VENV)
 	@$(PIP_INSTALL) --upgrade pip
@@ -65,7 +70,7 @@ $(BIN)/.installed-%: requirements/%.txt $(REQUIREMENTS) | $(BIN)/python
 	@touch $@
 
 $(CHECKOV_VENV)/.installed: requirements/checkov.txt
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found: install Python 3.11, or name one with PYTHON=/path/to/python3.11" >&2; exit 1; }
+	$(NEED_PYTHON)
 	@echo "make: installing requirements/checkov.txt into $(CHECKOV_VENV) (the manifest scanner, in a venv of its own)"
 	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	@$(CHECKOV_VENV)/bin/pip install --quiet --progress-bar on --disable-pip-version-check -r requirements/checkov.txt

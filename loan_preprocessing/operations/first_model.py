@@ -17,16 +17,9 @@ from pathlib import Path
 from typing import Final
 
 from loan_preprocessing.environment import PROJECT_ROOT
+from loan_preprocessing.model.store import stored_versions
 
 SYNTHETIC_SAMPLE: Final = Path("data/loan_sample.csv")
-
-
-def stored_versions() -> list[str]:
-    import bentoml
-
-    from loan_preprocessing.model.store import MODEL_NAME
-
-    return [str(model.tag) for model in bentoml.models.list(MODEL_NAME)]
 
 
 def describe_data(data: Path) -> str:
