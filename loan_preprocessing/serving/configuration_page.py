@@ -82,7 +82,9 @@ def make_variables(makefile: str) -> list[Variable]:
 
 def _table(variables: list[Variable]) -> str:
     # Escaped: a meaning may say <version>, which Markdown would take for a tag.
-    rows = [f"| `{v.name}` | {v.default} | {html.escape(v.meaning, quote=False)} |" for v in variables]
+    rows = [
+        f"| `{v.name}` | {v.default} | {html.escape(v.meaning, quote=False)} |" for v in variables
+    ]
     return "\n".join(["| variable | default | meaning |", "|---|---|---|", *rows])
 
 

@@ -77,10 +77,8 @@ def serve(host: str, port: int) -> int:
     shown_host = f"[{host}]" if ":" in host else host
     base_url = f"http://{shown_host}:{port}"
     print(f"make: starting the server on {base_url} with model {tag}", flush=True)
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("bentoml")), "serve", SERVICE]
-        + ["--host", host, "--port", str(port)]
-    )
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    server = subprocess.Popen([bentoml, "serve", SERVICE, "--host", host, "--port", str(port)])
 
     def pass_on(signum: int, _frame: FrameType | None) -> None:
         server.send_signal(signum)

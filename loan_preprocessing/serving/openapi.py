@@ -113,7 +113,9 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _get(summary: str, answer: str, tag: str = V2_TAG) -> dict[str, Any]:
-    return {"get": {"tags": [tag], "summary": summary, "responses": {"200": {"description": answer}}}}
+    return {
+        "get": {"tags": [tag], "summary": summary, "responses": {"200": {"description": answer}}}
+    }
 
 
 def open_inference_schemas() -> dict[str, Any]:
@@ -158,9 +160,13 @@ def open_inference_paths() -> dict[str, Any]:
                     "content": {"application/json": {"schema": _ref("InferenceRequest")}},
                 },
                 "responses": {
-                    "200": _json(_ref("InferenceResponse"), "The decisions, one output per column."),
-                    "400": _json(_ref("InferenceError"), "Not a V2 request, or a bad value; "
-                    "detail names [\"inputs\", field, row]."),
+                    "200": _json(
+                        _ref("InferenceResponse"), "The decisions, one output per column."
+                    ),
+                    "400": _json(
+                        _ref("InferenceError"),
+                        'Not a V2 request, or a bad value; detail names ["inputs", field, row].',
+                    ),
                 },
             }
         },
