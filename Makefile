@@ -32,6 +32,10 @@ BENTO ?= loan_approval_service:latest
 IMAGE_NAME ?= loan-approval-service
 # BEFORE: a commit `make bench` also measures, beside the current service (unset: none)
 BEFORE ?=
+# K8S_LOG: where `make k8s-validate` keeps the validation's whole output
+K8S_LOG ?= dist/k8s-validate.log
+# IMAGE_BUILD_LOG: where `make image` keeps BentoML's build output (its shell trace)
+export IMAGE_BUILD_LOG ?= dist/image-build.log
 # DOCS_PORT: the port `make docs-serve` serves the manual on
 DOCS_PORT ?= 8000
 # ARCHIVE_DIR: where `make image-archive` writes the OCI archive
@@ -166,7 +170,11 @@ bench-spark: $(SPARK_VENV)
 
 ## k8s-validate: validate deploy/kubernetes offline (API schemas, the service) and scan it with checkov
 k8s-validate: $(FULL_VENV) $(CHECKOV_VENV)/.installed
-	$(BIN)/python -m pytest -q tests/test_kubernetes.py tests/test_checkov.py
+	@echo "make: validating deploy/kubernetes (API schemas, the service's settings, checkov); details in $(K8S_LOG)"
+	@mkdir -p $(dir $(K8S_LOG))
+	@if $(BIN)/python -m pytest -q -rs --no-header -p no:warnings -p no:cacheprovider tests/test_kubernetes.py tests/test_checkov.py >$(K8S_LOG) 2>&1; \
+		then echo "make: deploy/kubernetes is valid: $$(tail -n 1 $(K8S_LOG))"; \
+		else tail -n 40 $(K8S_LOG); echo "make: deploy/kubernetes has problems (above; all of it in $(K8S_LOG))" >&2; exit 1; fi
 
 ## docs: build the manual into site/ with MkDocs (--strict: a broken link or reference fails)
 docs: $(DOCS_VENV)
