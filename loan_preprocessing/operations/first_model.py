@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     store = os.environ.get("BENTOML_HOME", "~/bentoml")
     print(
         f"make: the model store {store} has no model yet, so training one first "
-        f"(about a minute) on {describe_data(args.data)}",
+        f"(a minute or two on a quiet machine) on {describe_data(args.data)}",
         flush=True,
     )
     trained = subprocess.run(
