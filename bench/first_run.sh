@@ -22,6 +22,6 @@ until curl -sf -X POST "http://127.0.0.1:$port/predict" -H 'Content-Type: applic
 done
 end=$(date +%s.%N)
 venv_mb=$(du -sm .venv | cut -f1)
-other_mb=$(du -smc .venv-* 2>/dev/null | tail -1 | cut -f1)
+other_mb=$( (du -smc .venv-* 2>/dev/null || true) | tail -1 | cut -f1)
 printf '{"seconds_to_first_answer": %.1f, "serving_venv_mb": %s, "other_venvs_mb": %s, "load_average": "%s"}\n' \
     "$(echo "$end - $start" | bc)" "$venv_mb" "${other_mb:-0}" "$(cut -d' ' -f1-3 /proc/loadavg)"
