@@ -20,7 +20,7 @@ from pydantic import SerializeAsAny
 
 from loan_preprocessing.decide import ColumnDecisions, Scorer
 from loan_preprocessing.inputs.columns import ValidatedColumns
-from loan_preprocessing.model.store import get_model, tag_to_serve
+from loan_preprocessing.model.store import LocalBentoModel, get_model, tag_to_serve
 from loan_preprocessing.schema import Decision, LoanApplication, predict_request_model
 from loan_preprocessing.serving import connection_balance, open_inference, request_metrics
 from loan_preprocessing.serving import timeout as request_timeout
@@ -84,7 +84,7 @@ def _load_scorer() -> Scorer:
     envs=worker_envs(SETTINGS),
 )
 class LoanApproval:
-    model = bentoml.models.BentoModel(SETTINGS.model_tag)
+    model = LocalBentoModel(SETTINGS.model_tag)
 
     @bentoml.on_deployment
     def verify_model() -> None:

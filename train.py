@@ -460,7 +460,23 @@ def _text(value: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     apply_project_defaults()
-    features, target = features_and_target(read_applications(args.data))
+    try:
+        features, target = features_and_target(read_applications(args.data))
+    except OSError as exc:
+        # A wrong DATA= path or an unreadable file: one line, not a traceback.
+        print(
+            f"error: cannot read the training data {args.data} ({exc.strerror or exc}); "
+            "name a readable CSV with --data (make train DATA=path/to/training.csv)",
+            file=sys.stderr,
+        )
+        return 2
+    except (ValueError, pd.errors.ParserError) as exc:
+        print(
+            f"error: cannot train on {args.data}: {exc}; the file needs the Loan Prediction "
+            "data set's columns and a Loan_Status label (see data/loan_sample.csv)",
+            file=sys.stderr,
+        )
+        return 2
     result = train(
         features,
         target,

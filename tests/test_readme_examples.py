@@ -1,11 +1,12 @@
-"""The README's client examples (curl, bentoml.SyncHTTPClient, requests) run
-against a real server, so they cannot rot."""
+"""The client examples (curl, bentoml.SyncHTTPClient, requests) of the README and
+of every page of the manual (docs/) run against a real server, so they cannot rot."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -16,9 +17,17 @@ pytestmark = pytest.mark.e2e
 README_URL = "http://127.0.0.1:3000"
 
 
+def documents() -> list[Path]:
+    """The README and the manual's pages."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
 def code_blocks(language: str) -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
+    return [
+        block
+        for document in documents()
+        for block in re.findall(rf"```{language}\n(.*?)```", document.read_text(), flags=re.S)
+    ]
 
 
 def client_examples(language: str) -> list[str]:
@@ -49,12 +58,12 @@ def server(real_model_tag_or_none, tmp_path_factory):
         yield running
 
 
-def test_the_readme_has_the_examples():
+def test_the_docs_have_the_examples():
     assert len(client_examples("python")) >= 2  # SyncHTTPClient and requests
     assert len(curl_commands()) >= 3  # JSON, a rejection with its reasons, CSV
 
 
-@pytest.mark.parametrize("index", range(2))
+@pytest.mark.parametrize("index", range(len(client_examples("python"))))
 def test_python_examples_run(server, index):
     example = client_examples("python")[index].replace(README_URL, server.url)
     namespace: dict = {}

@@ -67,7 +67,16 @@ started=$(date +%s)
 # temporary build context (under $TMPDIR) and refuses any path outside the
 # working directory, so from anywhere else containerize fails with "Accessing
 # file outside of current working directory is not allowed".
-(cd / && "$BENTOML" containerize --backend "$backend" --image-tag "$image" "$tag") >&2
+# BentoML's build script runs under `set -x` (some sixty lines of shell trace):
+# kept in a log file, shown only when the build fails.
+build_log=$(realpath -m "${IMAGE_BUILD_LOG:-dist/image-build.log}")
+mkdir -p "$(dirname "$build_log")"
+echo "image: building $image from $tag with $backend (BentoML's output: $build_log)" >&2
+if ! (cd / && "$BENTOML" containerize --backend "$backend" --image-tag "$image" "$tag") >"$build_log" 2>&1; then
+    tail -n 40 "$build_log" >&2
+    echo "image: bentoml containerize failed; its whole output is in $build_log" >&2
+    exit 1
+fi
 echo "image: $image built from $tag with $backend in $(($(date +%s) - started)) s" >&2
 
 if [[ $backend == buildah ]]; then

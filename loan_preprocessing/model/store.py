@@ -8,6 +8,7 @@ sha256 is recorded at save time and checked at load time.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 from typing import Any, Final
@@ -188,10 +189,56 @@ def get_model(tag: str) -> bentoml.Model:
     try:
         return bentoml.models.get(tag)
     except bentoml.exceptions.NotFound as exc:
-        raise ModelLoadError(
-            f"no model {tag!r} in the BentoML store; train one with `python train.py` "
-            "(or `make train`)"
-        ) from exc
+        raise ModelLoadError(_not_found_message(tag)) from exc
+
+
+def stored_versions() -> list[str]:
+    """The tags of the stored versions of the model, newest first."""
+    try:
+        models = bentoml.models.list(MODEL_NAME)
+    except bentoml.exceptions.NotFound:  # BentoML's answer for a name with no version
+        return []
+    return [str(m.tag) for m in sorted(models, key=lambda m: m.creation_time, reverse=True)]
+
+
+def _not_found_message(tag: str) -> str:
+    """One line for a model that is not stored: the versions that are, or, for an
+    empty store, where BentoML looked and how to point it at the project's."""
+    stored = stored_versions()
+    if stored:
+        return (
+            f"no model {tag!r} in the BentoML store; stored versions, newest first: "
+            f"{', '.join(stored)} (set LOAN_MODEL_TAG to one of them, or unset it for the newest)"
+        )
+    home = os.environ.get("BENTOML_HOME")
+    if home is None:
+        return (
+            f"no model {tag!r}: BENTOML_HOME is not set, so BentoML looked in its "
+            "default store ~/bentoml, which has none; for the project's store run "
+            "`export BENTOML_HOME=$PWD/.bentoml BENTOML_DO_NOT_TRACK=true` in the project "
+            "folder (or train one with `make train`)"
+        )
+    return f"no model {tag!r}: the BentoML store {home} is empty; train one with `make train`"
+
+
+class LocalBentoModel(bentoml.models.BentoModel):
+    """The service's model reference, looked up in the local store only.
+
+    BentoML's own asks BentoCloud for a model the store lacks and then fails with
+    "could not be found locally and failed to fetch from remote because No cloud
+    context default found", which names neither the store it looked in nor the
+    fix. This one says which versions are stored, or that the store is empty and
+    how to point BentoML at the project's (ModelLoadError: one line)."""
+
+    def to_info(self, alias: str | None = None) -> Any:
+        if self.stored is None:
+            raise ModelLoadError(_not_found_message(str(self.tag)))
+        return super().to_info(alias)
+
+    def resolve(self, base_path: Any = None) -> Any:  # type: ignore[override]
+        if self.stored is None:
+            raise ModelLoadError(_not_found_message(str(self.tag)))
+        return super().resolve(base_path)
 
 
 def tag_to_serve(requested: str, bento: Any | None) -> str:

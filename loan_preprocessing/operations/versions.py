@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -62,7 +63,14 @@ SECTIONS: Final = (
     "feature_schema",
 )
 DIFFERS: Final = "*"
+# `compare` fits this many columns: keys up to MAX_KEY_WIDTH, B - A in DELTA_WIDTH,
+# the two versions' values share the rest.
+COMPARE_WIDTH: Final = 100
+MAX_KEY_WIDTH: Final = 48
+DELTA_WIDTH: Final = 8
+ELIDED_KEY_PARTS: Final = frozenset({"attributes", "groups"})
 TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
+MODEL_TAG_VARIABLE: Final = "LOAN_MODEL_TAG"
 
 
 def list_models() -> list[bentoml.Model]:
@@ -70,18 +78,36 @@ def list_models() -> list[bentoml.Model]:
     return sorted(bentoml.models.list(MODEL_NAME), key=lambda m: m.info.creation_time, reverse=True)
 
 
-def format_list(models: Sequence[bentoml.Model]) -> str:
-    """One row per version: tag, creation time, data and held-out metrics."""
-    headings = ["tag", "created (UTC)", *(h for h, _, _ in LIST_COLUMNS)]
+def format_list(models: Sequence[bentoml.Model], serving: str | None = None) -> str:
+    """One row per version: tag, creation time, data and held-out metrics; the
+    newest marked `latest`, and the one a server started now would serve `serves`."""
+    headings = ["tag", "", "created (UTC)", *(h for h, _, _ in LIST_COLUMNS)]
     rows = [
         [
             str(m.tag),
+            _marks(m, index == 0, serving),
             m.info.creation_time.strftime(TIME_FORMAT),
             *(_format(_lookup(m.info.metadata, path), fmt) for _, path, fmt in LIST_COLUMNS),
         ]
-        for m in models
+        for index, m in enumerate(models)
     ]
-    return _table(headings, rows, right_from=3)
+    return _table(headings, rows, right_from=4)
+
+
+def _marks(model: bentoml.Model, newest: bool, serving: str | None) -> str:
+    marks = ["latest"] if newest else []
+    if str(model.tag) == serving:
+        marks.append("serves")
+    return ",".join(marks)
+
+
+def serving_tag(models: Sequence[bentoml.Model]) -> str | None:
+    """The version `make serve` would serve now: LOAN_MODEL_TAG's (the variable the
+    service reads, serving/settings.py), or the newest."""
+    requested = os.environ.get(MODEL_TAG_VARIABLE, "").strip() or f"{MODEL_NAME}:latest"
+    if requested in (MODEL_NAME, f"{MODEL_NAME}:latest"):
+        return str(models[0].tag) if models else None
+    return _full(requested)
 
 
 def flatten(metadata: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -125,16 +151,29 @@ def stored_files(model: bentoml.Model) -> list[str]:
 
 
 def format_show(model: bentoml.Model) -> str:
-    lines = [f"{k:45s} {v}" for k, v in describe(model).items()]
+    """Everything recorded, grouped under a heading per metadata section."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for key, value in describe(model).items():
+        section, _, rest = key.partition(".")
+        heading, name = (section, rest) if rest else ("version", key)
+        if key == "files":
+            heading, name = "files", "stored"
+        groups.setdefault(heading, []).append((name, value))
+    notes = [("folder", str(model.path))]
     report = Path(model.path_of(STORE_REPORT_DIR))
-    lines.append(f"{'folder':45s} {model.path}")
     if report.is_dir():
-        lines.append(f"{'report':45s} {report}")
+        notes.append(("report", str(report)))
     if not Path(model.path_of(PROFILE_FILE)).is_file():
-        lines.append(f"{'note':45s} no {PROFILE_FILE}: drift needs --reference for this version")
+        notes.append(("note", f"no {PROFILE_FILE}: drift needs --reference for this version"))
     if not Path(model.path_of(CARD_FILE)).is_file():
-        lines.append(f"{'note':45s} no {CARD_FILE}: trained before model cards")
-    return "\n".join(lines)
+        notes.append(("note", f"no {CARD_FILE}: trained before model cards"))
+    groups.setdefault("files", []).extend(notes)
+    blocks = []
+    for heading, items in groups.items():
+        width = max(len(name) for name, _ in items)
+        lines = [f"  {name.ljust(width)}  {value}" for name, value in items]
+        blocks.append("\n".join([heading.replace("_", " "), *lines]))
+    return "\n\n".join(blocks)
 
 
 def model_card(model: bentoml.Model) -> str:
@@ -145,18 +184,54 @@ def model_card(model: bentoml.Model) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def format_compare(a: bentoml.Model, b: bentoml.Model, only_differences: bool = False) -> str:
-    """Side by side; DIFFERS marks the lines that differ, numeric ones with B - A."""
+def compared(a: bentoml.Model, b: bentoml.Model) -> dict[str, dict[str, str]]:
+    """Every recorded value of the two versions, key by key (`compare --json`)."""
     left, right = describe(a), describe(b)
+    keys = [*left, *(k for k in right if k not in left)]
+    return {key: {"a": left.get(key, "-"), "b": right.get(key, "-")} for key in keys}
+
+
+def format_compare(a: bentoml.Model, b: bentoml.Model, show_all: bool = False) -> str:
+    """The values that differ side by side (every value with `show_all`), cut to fit
+    COMPARE_WIDTH columns; numeric ones with B - A. `--json` prints them whole."""
     rows = []
-    for key in [*left, *(k for k in right if k not in left)]:
-        va, vb = left.get(key, "-"), right.get(key, "-")
-        if only_differences and va == vb:
+    differing = 0
+    for key, pair in compared(a, b).items():
+        va, vb = pair["a"], pair["b"]
+        if va != vb and key not in ("tag", "created"):
+            differing += 1
+        if va == vb and not show_all:
             continue
-        rows.append([DIFFERS if va != vb else "", key, va, vb, _delta(va, vb)])
-    differing = sum(1 for r in rows if r[0] == DIFFERS) - 2  # tag and created always differ
+        rows.append([DIFFERS if va != vb else "", short_key(key), va, vb, _delta(va, vb)])
+    key_width = min(max((len(r[1]) for r in rows), default=0), MAX_KEY_WIDTH)
+    # Marker, key, A, B and B - A with two spaces between them.
+    value_width = (COMPARE_WIDTH - 1 - key_width - DELTA_WIDTH - 4 * 2) // 2
+    widths = (key_width, value_width, value_width, DELTA_WIDTH)
+    rows = [
+        [
+            mark,
+            _cut(key, key_width, from_start=True),
+            *(_cut(c, w) for c, w in zip(cells, widths[1:], strict=True)),
+        ]
+        for mark, key, *cells in rows
+    ]
     table = _table(["", "", "A", "B", "B - A"], rows, right_from=4)
-    return f"{table}\n{max(differing, 0)} recorded value(s) differ besides tag and time"
+    hidden = "" if show_all else "; --all shows every value, --json every value whole"
+    return f"{table}\n{differing} recorded value(s) differ besides tag and time{hidden}"
+
+
+def short_key(key: str) -> str:
+    """A metadata key as `compare` shows it: the fairness audit's "attributes" and
+    "groups" levels left out (fairness.Gender.Male.approval_rate)."""
+    return ".".join(part for part in key.split(".") if part not in ELIDED_KEY_PARTS)
+
+
+def _cut(text: str, width: int, from_start: bool = False) -> str:
+    """`text` in at most `width` characters, '~' where it was cut (its start for keys,
+    whose ends tell them apart)."""
+    if len(text) <= width:
+        return text
+    return "~" + text[len(text) - width + 1 :] if from_start else text[: width - 1] + "~"
 
 
 def _delta(a: str, b: str) -> str:
@@ -204,7 +279,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     compare = commands.add_parser("compare", help="two versions side by side")
     compare.add_argument("tag_a")
     compare.add_argument("tag_b")
-    compare.add_argument("--differences", action="store_true", help="only the lines that differ")
+    shown = compare.add_mutually_exclusive_group()
+    shown.add_argument("--all", action="store_true", help="every value, not only those that differ")
+    shown.add_argument("--json", action="store_true", help="every value, whole, as JSON")
+    # The default since `compare` fits 100 columns; kept so scripts that pass it work.
+    shown.add_argument("--differences", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -216,13 +295,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "list":
             models = list_models()
-            print(format_list(models) if models else f"no {MODEL_NAME} models in the store")
+            if models:
+                print(format_list(models, serving_tag(models)))
+            else:
+                print(f"no {MODEL_NAME} models in the store")
         elif args.command == "show":
             model = get_model(_full(args.tag))
             print(model_card(model) if args.card else format_show(model))
         else:
             a, b = get_model(_full(args.tag_a)), get_model(_full(args.tag_b))
-            print(format_compare(a, b, only_differences=args.differences))
+            if args.json:
+                print(json.dumps(compared(a, b), indent=1))
+            else:
+                print(format_compare(a, b, show_all=args.all))
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

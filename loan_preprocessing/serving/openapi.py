@@ -14,16 +14,24 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from loan_preprocessing.serving.middleware import Receive, Scope, Send
+from loan_preprocessing.serving.open_inference import HEALTH_PATHS, INFER_PATH, InferenceRequest
 
 API_TITLE: Final = "Loan approval API"
-API_DESCRIPTION: Final = (
-    "Decides loan applications with the stored scikit-learn model named in the "
-    "version (and in each answer's X-Model-Tag header). POST /predict takes JSON "
-    "applications, POST /predict_csv a CSV file in the Loan Prediction data set's "
-    "format; both answer in the applications' order with Loan_Status (Y/N) and "
-    "the approval probability. A 400 lists the first problems, naming row and field, "
-    "and how many there were in all."
-)
+API_DESCRIPTION: Final = """\
+Decides loan applications with the stored scikit-learn model named in the version
+above (and in each answer's `X-Model-Tag` header).
+
+- `POST /predict` takes JSON applications, `POST /predict_csv` a CSV file in the
+  Loan Prediction data set's format, `POST /v2/models/loan_approval/infer` the
+  Open Inference Protocol (V2) that KServe, MLServer and Triton clients send.
+- Each answers in the applications' order with `Loan_Status` (Y/N), the approval
+  probability and, for a rejection, its principal reasons (at most four codes,
+  the fields they are about and a text the applicant can read).
+- The model never reads `Gender` or `Married`: they are accepted for fairness
+  monitoring only.
+- A 400 lists the first problems, naming row and field, and how many there were in all.
+
+"Try it out" on an operation sends a realistic application."""
 BEARER_SCHEME: Final = "bearerAuth"
 # BentoML documents a 400 body's "detail" as a string, but sends a list of
 # problems there; the published contract must describe what clients receive.
@@ -60,6 +68,113 @@ EXTRA_RESPONSES: Final = {
     "503": "Not ready (starting or stopping); retry with backoff.",
     "504": "Not answered within LOAN_TIMEOUT_SECONDS; retry with backoff.",
 }
+
+
+V2_TAG: Final = "Open Inference Protocol (V2)"
+TAGS: Final = [
+    {"name": "Service APIs", "description": "Decide applications: JSON records or a CSV file."},
+    {
+        "name": V2_TAG,
+        "description": "The same decisions for KServe, MLServer and Triton clients: one "
+        "input per column, the request fields as names.",
+    },
+    {
+        "name": "Infrastructure",
+        "description": "Probes and Prometheus metrics; open even when an API key is set.",
+    },
+]
+V2_ERROR_SCHEMA: Final = {
+    "type": "object",
+    "properties": {
+        "error": {"type": "string"},
+        "detail": {"type": "array", "items": {"type": "object"}},
+        "total": TOTAL_SCHEMA,
+    },
+    "required": ["error"],
+}
+V2_TENSOR_SCHEMA: Final = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "data": {"type": "array"},
+    },
+    "required": ["name", "datatype", "shape"],
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _get(summary: str, answer: str, tag: str = V2_TAG) -> dict[str, Any]:
+    return {
+        "get": {"tags": [tag], "summary": summary, "responses": {"200": {"description": answer}}}
+    }
+
+
+def open_inference_schemas() -> dict[str, Any]:
+    """The V2 request's JSON Schema (from the model the handler validates with) and
+    the answer's, as OpenAPI components."""
+    request = InferenceRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    definitions = request.pop("$defs", {})
+    return {
+        **definitions,
+        "InferenceRequest": request,
+        "InferenceResponse": {
+            "type": "object",
+            "properties": {
+                "model_name": {"type": "string"},
+                "model_version": {"type": "string"},
+                "id": {"type": ["string", "null"]},
+                "parameters": {"type": "object"},
+                "outputs": {"type": "array", "items": V2_TENSOR_SCHEMA},
+            },
+            "required": ["model_name", "model_version", "outputs"],
+        },
+        "InferenceError": V2_ERROR_SCHEMA,
+    }
+
+
+def open_inference_paths() -> dict[str, Any]:
+    """The V2 routes, which BentoML leaves out of the document (they are a mounted
+    ASGI app, not BentoML APIs)."""
+    model_path = INFER_PATH.removesuffix("/infer")
+    live_path, ready_path = sorted(HEALTH_PATHS)
+    return {
+        INFER_PATH: {
+            "post": {
+                "tags": [V2_TAG],
+                "summary": "Decide a batch sent as one input per column",
+                "description": "Inputs are the request fields of /predict (Loan_ID "
+                "optional), each a column of shape [n] or [n, 1]; outputs Loan_ID (when "
+                "sent), Loan_Status, probability and reasons (a rejection's codes joined "
+                "by ';'), each [n, 1]. A request may name the outputs it wants.",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("InferenceRequest")}},
+                },
+                "responses": {
+                    "200": _json(
+                        _ref("InferenceResponse"), "The decisions, one output per column."
+                    ),
+                    "400": _json(
+                        _ref("InferenceError"),
+                        'Not a V2 request, or a bad value; detail names ["inputs", field, row].',
+                    ),
+                },
+            }
+        },
+        model_path: _get("The model's inputs, outputs and served version", "Model metadata."),
+        f"{model_path}/ready": _get("Whether the model is ready", "Ready."),
+        live_path: _get("Liveness probe (open)", "Live.", "Infrastructure"),
+        ready_path: _get("Readiness probe (open)", "Ready.", "Infrastructure"),
+    }
 
 
 class OpenApiCorrections:
@@ -127,7 +242,10 @@ class OpenApiCorrections:
                 "scheme": "bearer",
                 "description": "The value of LOAN_API_KEY.",
             }
-        for path in self.api_paths:
+        spec["tags"] = TAGS
+        spec.setdefault("paths", {}).update(open_inference_paths())
+        components.setdefault("schemas", {}).update(open_inference_schemas())
+        for path in self.api_paths | {INFER_PATH}:
             for operation in spec.get("paths", {}).get(path, {}).values():
                 responses = operation.setdefault("responses", {})
                 for status, description in EXTRA_RESPONSES.items():
@@ -147,6 +265,13 @@ DOCS_PAGE: Final = f"""<!DOCTYPE html>
     <link rel="stylesheet" type="text/css" href="./static_content/swagger-ui.css" />
     <link rel="stylesheet" type="text/css" href="./static_content/index.css" />
     <link rel="icon" type="image/png" href="./static_content/favicon-light-32x32.png" />
+    <style>
+      /* BentoML's index.css hides the title (it shows its own logo there), and
+         the one server, ".", needs no selector. */
+      .swagger-ui .info .main .title {{ visibility: visible; }}
+      .swagger-ui .info .main .title span {{ position: static; }}
+      .swagger-ui .scheme-container {{ display: none; }}
+    </style>
   </head>
   <body>
     <div id="swagger-ui"></div>

@@ -30,9 +30,11 @@ class ServiceSettings(BaseSettings):
         env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="ignore", frozen=True
     )
 
+    # The model version to serve (loan_approval:<version>); the newest stored by default.
     model_tag: str = f"{MODEL_NAME}:latest"
     # Bodies above this are refused with 413 before they are read into memory.
     max_body_bytes: PositiveInt = 4_000_000
+    # More applications in one request get 400.
     max_applications: PositiveInt = 5_000
     # When set, the APIs need "Authorization: Bearer <api_key>". Surrounding
     # whitespace is dropped: a Secret made from a file often ends in a newline,
@@ -43,10 +45,12 @@ class ServiceSettings(BaseSettings):
     # child process nor readable in /proc/<pid>/environ). A named file that is
     # missing or empty stops the service: a lost Secret must not open the API.
     api_key_file: str | None = None
+    # Worker processes of the server.
     workers: PositiveInt = 2
     # Keep the workers' open connections even (serving/connection_balance.py):
     # without it a client's few keep-alive connections often all land on one.
     balance_connections: bool = True
+    # Threads per worker.
     threads: PositiveInt = 1
     # A request still waiting after this many seconds gets 504.
     timeout_seconds: PositiveFloat = 10.0
@@ -57,8 +61,11 @@ class ServiceSettings(BaseSettings):
     # A request body with no byte arriving for this long is answered 408 and
     # dropped: a stalled client must not hold a connection's memory for long.
     body_idle_seconds: PositiveFloat = 5.0
+    # Adaptive batching: the most rows the model scores in one call...
     max_batch_size: PositiveInt = 1_000
+    # ...and the latency it aims under; a request it cannot serve in time gets 503.
     max_latency_ms: PositiveInt = 500
+    # BentoML's access log, one line per request.
     access_log: bool = False
     # OpenMP threads per worker for the model, given to workers as OMP_NUM_THREADS
     # (an OMP_NUM_THREADS already in the environment wins). One: the workers

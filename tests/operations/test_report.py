@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import train_test_split
@@ -165,3 +166,26 @@ def test_the_cutoff_plot_marks_the_recorded_cutoff(small_report):
     assert any(
         line.get_xdata()[0] == small_report.cutoff["value"] for line in ax.lines[2:]
     )  # the vertical line at the cutoff
+
+
+def test_calibration_bins_have_equal_counts_and_wilson_intervals():
+    from loan_preprocessing.operations.report import CALIBRATION_BINS, calibration_bins
+
+    probabilities = np.linspace(0.01, 0.99, 125)
+    labels = (np.arange(125) % 5 != 0).astype(np.int64)  # 4 in 5 approved, in every bin
+    bins = calibration_bins(labels, probabilities)
+    assert len(bins) == CALIBRATION_BINS and all(b.rows == 25 for b in bins)
+    assert all(b.observed == 20 / 25 for b in bins)
+    # The 95% Wilson interval of 20 of 25 (Wilson 1927): 0.609 to 0.911.
+    assert bins[0].low == pytest.approx(0.6087, abs=1e-4)
+    assert bins[0].high == pytest.approx(0.9114, abs=1e-4)
+    assert bins[0].mean_predicted < bins[-1].mean_predicted
+
+
+def test_the_operating_point_is_the_decisions_at_the_threshold():
+    from loan_preprocessing.operations.report import TrainingReport, operating_point
+
+    labels = np.array([1, 1, 1, 1, 0, 0])
+    probabilities = np.array([0.9, 0.8, 0.6, 0.4, 0.7, 0.2])
+    report = TrainingReport({}, labels, probabilities, 0.5, pd.DataFrame(), {}, {}, {})
+    assert operating_point(report) == (0.5, 0.75)  # 1 of 2 rejected approved; 3 of 4
