@@ -24,9 +24,16 @@ from loan_preprocessing.columns import ValidatedColumns
 from loan_preprocessing.csv_columns import parse_csv_columns
 from loan_preprocessing.csv_rows import CsvValidationError
 from loan_preprocessing.decide import ColumnDecisions, Scorer, Unscored, UnscoredRowError
-from loan_preprocessing.model_store import get_model, tag_to_serve
+from loan_preprocessing.model_store import get_model, model_metadata, tag_to_serve
+from loan_preprocessing.records.store import DecisionStore
 from loan_preprocessing.schema import Decision, LoanApplication, predict_request_model
-from loan_preprocessing.serving import open_inference, request_metrics
+from loan_preprocessing.serving import (
+    decisions_api,
+    open_inference,
+    recorded_answers,
+    recording,
+    request_metrics,
+)
 from loan_preprocessing.serving import timeout as request_timeout
 from loan_preprocessing.serving.heap import freeze_startup_heap
 from loan_preprocessing.serving.log_filter import quiet_validation_tracebacks
@@ -35,7 +42,6 @@ from loan_preprocessing.serving.metrics import (
     failed_fields,
     use_server_multiproc_dir,
 )
-from loan_preprocessing.serving.prediction_log import PredictionLog
 from loan_preprocessing.serving.settings import ServiceSettings, worker_envs
 from loan_preprocessing.serving.wiring import add_middleware, traffic
 
@@ -75,7 +81,18 @@ def _load_scorer() -> Scorer:
     return Scorer.from_model(get_model(_serving_tag()))
 
 
-# The Open Inference Protocol (V2) at /v2, beside /predict.
+def _open_recorder(scorer: Scorer) -> recording.Recorder | None:
+    """This worker's link to the decision store (None when records are off)."""
+    if SETTINGS.store_url is None:
+        return None
+    sha256 = model_metadata(get_model(scorer.tag))["artifact"]["sha256"]
+    store = DecisionStore(SETTINGS.store_url, sqlite_sync=SETTINGS.decision_store_sqlite_sync)
+    return recording.Recorder(store, scorer.tag, sha256, domain_metrics())
+
+
+# The Open Inference Protocol (V2) at /v2, and the read side of the records at
+# /decisions, beside /predict.
+@bentoml.asgi_app(decisions_api.app, path=decisions_api.MOUNT)
 @bentoml.asgi_app(open_inference.app, path=open_inference.MOUNT)
 @bentoml.service(
     workers=SETTINGS.workers,
@@ -90,8 +107,10 @@ class LoanApproval:
     @bentoml.on_deployment
     def verify_model() -> None:
         """Runs once in the main process before workers start: a missing, tampered,
-        untrusted or incompatible model stops `bentoml serve` with one line."""
+        untrusted or incompatible model stops `bentoml serve` with one line, and
+        so does a decision store that cannot be opened or has an older schema."""
         _load_scorer()
+        recording.prepare_store(SETTINGS)
 
     # Read by the V2 handlers (serving/open_inference.py).
     max_rows = SETTINGS.max_applications
@@ -102,18 +121,21 @@ class LoanApproval:
         self.model_version = self.scorer.tag.partition(":")[2]
         self.metrics = domain_metrics()
         self.metrics.model_info.labels(model_tag=self.scorer.tag).set(1)
-        self.log = (
-            PredictionLog(SETTINGS.prediction_log, SETTINGS.prediction_log_loan_id)
-            if SETTINGS.prediction_log
-            else None
-        )
+        self.recorder = _open_recorder(self.scorer)
         freeze_startup_heap()
+
+    async def __is_ready__(self) -> bool:
+        """Ready while decisions can be recorded (/readyz is 503 while the store
+        cannot commit, and 200 again as soon as it can)."""
+        return self.recorder is None or await self.recorder.ready()
 
     @bentoml.api(
         batchable=True,
         max_batch_size=SETTINGS.max_batch_size,
         max_latency_ms=SETTINGS.max_latency_ms,
-        input_spec=predict_request_model(SETTINGS.max_applications),
+        input_spec=recording.recorded_request_model(
+            predict_request_model(SETTINGS.max_applications)
+        ),
     )
     async def predict(self, applications: list[LoanApplication]) -> Decisions:
         """Approve (Y) or reject (N) each application, in order, with P(Y) and, for
@@ -122,7 +144,7 @@ class LoanApproval:
         # rows, less than handing it to a thread and back (measured 7-9% more
         # requests/s this way); one batch runs at a time anyway.
         decisions = self.scorer.decide(applications)
-        self._record(applications, decisions)
+        await self._record(applications, decisions)
         return decisions
 
     @bentoml.api(route="/predict_csv")
@@ -149,26 +171,34 @@ class LoanApproval:
                 },
             )
         try:
-            decided = self.decide_columns(columns)
+            decided, decision_ids = self.decide_columns(columns, recorded_answers.csv_rows)
         except UnscoredRowError:
             return JSONResponse(  # type: ignore[return-value]
                 status_code=500,
                 content={"error": "the model could not score every row; see the server log"},
             )
         return Response(  # type: ignore[return-value]
-            decisions_to_csv(decided), media_type="text/csv"
+            decisions_to_csv(decided, decision_ids), media_type="text/csv"
         )
 
-    def decide_columns(self, columns: ValidatedColumns) -> ColumnDecisions:
-        """Decide applications held as columns (the V2 endpoint, CSV uploads),
-        recorded as /predict records its decisions."""
+    def decide_columns(
+        self, columns: ValidatedColumns, answers: recording.RowAnswers
+    ) -> tuple[ColumnDecisions, list[str] | None]:
+        """Decide applications held as columns (the V2 endpoint, CSV uploads) and
+        record them; the decisions and their ids (None when records are off).
+        `answers` renders each row's answer as its route gives it."""
         decided = self.scorer.decide_columns(columns)
-        self.metrics.record_decisions(decided.statuses, decided.probabilities)
-        if self.log is not None:
-            self.log.write(self.scorer.tag, list(columns.applications()), decided.decisions())
-        return decided
+        ticket = recording.current_ticket()
+        if self.recorder is None or ticket is None:
+            self.metrics.record_decisions(decided.statuses, decided.probabilities)
+            return decided, None
+        return decided, self.recorder.record_columns(ticket, columns, decided, answers)
 
-    def _record(self, applications: list[LoanApplication], decisions: list[Decision]) -> None:
+    async def _record(self, applications: list[LoanApplication], decisions: list[Decision]) -> None:
+        if self.recorder is not None:
+            # Whole requests only (one with an unscored row is answered 500);
+            # counted in loan_decisions_total once delivered (serving/recording.py).
+            await self.recorder.record_objects(applications, decisions)
         if any(isinstance(d, Unscored) for d in decisions):
             kept = [
                 (a, d)
@@ -178,11 +208,10 @@ class LoanApproval:
             self.metrics.unscored_rows.inc(len(decisions) - len(kept))
             applications = [a for a, _ in kept]
             decisions = [d for _, d in kept]
-        self.metrics.record_decisions(
-            [d.Loan_Status for d in decisions], [d.probability for d in decisions]
-        )
-        if self.log is not None and decisions:
-            self.log.write(self.scorer.tag, applications, decisions)
+        if self.recorder is None:
+            self.metrics.record_decisions(
+                [d.Loan_Status for d in decisions], [d.probability for d in decisions]
+            )
 
 
 def _count_validation_failures(detail: list[dict[str, Any]]) -> None:
