@@ -141,7 +141,11 @@ class DecisionStore:
     @property
     def where(self) -> str:
         """The URL without its password, for messages."""
-        return make_url(self.url).render_as_string(hide_password=True)
+        return self.redacted(self.url)
+
+    @staticmethod
+    def redacted(url: str) -> str:
+        return make_url(url).render_as_string(hide_password=True)
 
     def close(self) -> None:
         self.engine.dispose()

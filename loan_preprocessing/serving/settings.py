@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Final, Literal
@@ -11,13 +10,12 @@ from typing import Annotated, Final, Literal
 from pydantic import PositiveFloat, PositiveInt, StringConstraints, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from loan_preprocessing.environment import DEFAULT_BENTOML_HOME
 from loan_preprocessing.model_store import MODEL_NAME
+from loan_preprocessing.records.location import default_store_url
 
 ENV_PREFIX: Final = "LOAN_"
 # Never shown in a message, even when refused.
 SECRET_FIELDS: Final = frozenset({"api_key", "decision_store_url"})
-STORE_FILE: Final = "decisions.sqlite3"
 
 
 class SettingsError(ValueError):
@@ -153,13 +151,6 @@ class ServiceSettings(BaseSettings):
 def worker_envs(settings: ServiceSettings) -> list[dict[str, str]]:
     """Environment variables for every worker, in @bentoml.service(envs=...) form."""
     return [{"name": "OMP_NUM_THREADS", "value": str(settings.model_threads)}]
-
-
-def default_store_url() -> str:
-    """The SQLite file beside the model store (BENTOML_HOME, else the project's
-    .bentoml): the project's state folder, kept where the models are."""
-    home = Path(os.environ.get("BENTOML_HOME") or DEFAULT_BENTOML_HOME)
-    return f"sqlite:///{home / STORE_FILE}"
 
 
 def _read_secret(field: str, path: str) -> str:

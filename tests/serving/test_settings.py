@@ -26,7 +26,7 @@ def test_variables_are_typed():
 
 
 def test_an_empty_variable_counts_as_unset():
-    assert ServiceSettings.from_env({"LOAN_PREDICTION_LOG": ""}).prediction_log is None
+    assert ServiceSettings.from_env({"LOAN_DECISION_STORE_URL": ""}).decision_store_url is None
 
 
 def test_the_process_environment_is_read(monkeypatch):
