@@ -12,20 +12,15 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import bentoml
 from bentoml.validators import ContentType
 from pydantic import SerializeAsAny
-from starlette.responses import JSONResponse, Response
 
-from loan_preprocessing.batch.csv_output import decisions_to_csv
-from loan_preprocessing.columns import ValidatedColumns
-from loan_preprocessing.csv_columns import parse_csv_columns
-from loan_preprocessing.csv_rows import CsvValidationError
-from loan_preprocessing.decide import ColumnDecisions, Scorer, Unscored, UnscoredRowError
-from loan_preprocessing.model_store import get_model, model_metadata, tag_to_serve
-from loan_preprocessing.records.store import DecisionStore
+from loan_preprocessing.decide import ColumnDecisions, Scorer
+from loan_preprocessing.inputs.columns import ValidatedColumns
+from loan_preprocessing.model.store import get_model, model_metadata, tag_to_serve
 from loan_preprocessing.schema import Decision, LoanApplication, predict_request_model
 from loan_preprocessing.serving import (
     decisions_api,
@@ -35,12 +30,18 @@ from loan_preprocessing.serving import (
     request_metrics,
 )
 from loan_preprocessing.serving import timeout as request_timeout
+from loan_preprocessing.serving.csv_upload import answer_csv_upload
 from loan_preprocessing.serving.heap import freeze_startup_heap
 from loan_preprocessing.serving.log_filter import quiet_validation_tracebacks
 from loan_preprocessing.serving.metrics import (
+    count_validation_failures,
     domain_metrics,
-    failed_fields,
     use_server_multiproc_dir,
+)
+from loan_preprocessing.serving.recording import (
+    DecisionRecorder,
+    prepare_store,
+    recorded_request_model,
 )
 from loan_preprocessing.serving.settings import ServiceSettings, worker_envs
 from loan_preprocessing.serving.wiring import add_middleware, traffic
@@ -81,16 +82,7 @@ def _load_scorer() -> Scorer:
     return Scorer.from_model(get_model(_serving_tag()))
 
 
-def _open_recorder(scorer: Scorer) -> recording.Recorder | None:
-    """This worker's link to the decision store (None when records are off)."""
-    if SETTINGS.store_url is None:
-        return None
-    sha256 = model_metadata(get_model(scorer.tag))["artifact"]["sha256"]
-    store = DecisionStore(SETTINGS.store_url, sqlite_sync=SETTINGS.decision_store_sqlite_sync)
-    return recording.Recorder(store, scorer.tag, sha256, domain_metrics())
-
-
-# The Open Inference Protocol (V2) at /v2, and the read side of the records at
+# The Open Inference Protocol (V2) at /v2, and the decision records at
 # /decisions, beside /predict.
 @bentoml.asgi_app(decisions_api.app, path=decisions_api.MOUNT)
 @bentoml.asgi_app(open_inference.app, path=open_inference.MOUNT)
@@ -110,7 +102,7 @@ class LoanApproval:
         untrusted or incompatible model stops `bentoml serve` with one line, and
         so does a decision store that cannot be opened or has an older schema."""
         _load_scorer()
-        recording.prepare_store(SETTINGS)
+        prepare_store(SETTINGS)
 
     # Read by the V2 handlers (serving/open_inference.py).
     max_rows = SETTINGS.max_applications
@@ -119,23 +111,22 @@ class LoanApproval:
         quiet_validation_tracebacks()
         self.scorer = _load_scorer()
         self.model_version = self.scorer.tag.partition(":")[2]
-        self.metrics = domain_metrics()
-        self.metrics.model_info.labels(model_tag=self.scorer.tag).set(1)
-        self.recorder = _open_recorder(self.scorer)
+        metrics = domain_metrics()
+        metrics.model_info.labels(model_tag=self.scorer.tag).set(1)
+        sha256 = model_metadata(get_model(self.scorer.tag))["artifact"]["sha256"]
+        self.recorder = DecisionRecorder.open(SETTINGS, self.scorer.tag, sha256, metrics)
         freeze_startup_heap()
 
     async def __is_ready__(self) -> bool:
-        """Ready while decisions can be recorded (/readyz is 503 while the store
-        cannot commit, and 200 again as soon as it can)."""
-        return self.recorder is None or await self.recorder.ready()
+        """Not ready while decisions cannot be recorded; ready again by itself as
+        soon as the store commits."""
+        return await self.recorder.ready()
 
     @bentoml.api(
         batchable=True,
         max_batch_size=SETTINGS.max_batch_size,
         max_latency_ms=SETTINGS.max_latency_ms,
-        input_spec=recording.recorded_request_model(
-            predict_request_model(SETTINGS.max_applications)
-        ),
+        input_spec=recorded_request_model(predict_request_model(SETTINGS.max_applications)),
     )
     async def predict(self, applications: list[LoanApplication]) -> Decisions:
         """Approve (Y) or reject (N) each application, in order, with P(Y) and, for
@@ -144,7 +135,7 @@ class LoanApproval:
         # rows, less than handing it to a thread and back (measured 7-9% more
         # requests/s this way); one batch runs at a time anyway.
         decisions = self.scorer.decide(applications)
-        await self._record(applications, decisions)
+        await self.recorder.record(applications, decisions)
         return decisions
 
     @bentoml.api(route="/predict_csv")
@@ -152,71 +143,23 @@ class LoanApproval:
     # the returns); the annotation documents the 200 answer's body.
     def predict_csv(self, file: Path) -> Annotated[str, ContentType("text/csv")]:
         """Score a CSV file in the data set's format (multipart field `file`);
-        answers CSV `Loan_ID,Loan_Status,probability,reasons` in the file's order
-        (`reasons`: a rejection's reason codes separated by `;`).
+        answers CSV `Loan_ID,Loan_Status,probability,reasons,decision_id` in the
+        file's order (`reasons`: a rejection's reason codes separated by `;`).
         The part's own Content-Type is not checked: curl sends
         application/octet-stream and Excel-era browsers application/vnd.ms-excel;
         the parse decides."""
-        try:
-            columns = parse_csv_columns(file, max_rows=SETTINGS.max_applications)
-        except CsvValidationError as exc:
-            return JSONResponse(  # type: ignore[return-value]
-                status_code=400,
-                content={
-                    "error": str(exc),
-                    "detail": [
-                        {"line": p.line, "column": p.column, "msg": p.message} for p in exc.problems
-                    ],
-                    "total": exc.total,
-                },
-            )
-        try:
-            decided, decision_ids = self.decide_columns(columns, recorded_answers.csv_rows)
-        except UnscoredRowError:
-            return JSONResponse(  # type: ignore[return-value]
-                status_code=500,
-                content={"error": "the model could not score every row; see the server log"},
-            )
-        return Response(  # type: ignore[return-value]
-            decisions_to_csv(decided, decision_ids), media_type="text/csv"
+        return answer_csv_upload(  # type: ignore[return-value]
+            file, SETTINGS.max_applications, self.decide_columns
         )
 
     def decide_columns(
-        self, columns: ValidatedColumns, answers: recording.RowAnswers
+        self, columns: ValidatedColumns, answers: recording.RowAnswers = recorded_answers.csv_rows
     ) -> tuple[ColumnDecisions, list[str] | None]:
-        """Decide applications held as columns (the V2 endpoint, CSV uploads) and
-        record them; the decisions and their ids (None when records are off).
-        `answers` renders each row's answer as its route gives it."""
+        """Decide applications held as columns (the V2 endpoint, CSV uploads),
+        recorded as /predict records its decisions (`answers` renders each row's
+        answer as the route gives it); the decisions and their ids."""
         decided = self.scorer.decide_columns(columns)
-        ticket = recording.current_ticket()
-        if self.recorder is None or ticket is None:
-            self.metrics.record_decisions(decided.statuses, decided.probabilities)
-            return decided, None
-        return decided, self.recorder.record_columns(ticket, columns, decided, answers)
-
-    async def _record(self, applications: list[LoanApplication], decisions: list[Decision]) -> None:
-        if self.recorder is not None:
-            # Whole requests only (one with an unscored row is answered 500);
-            # counted in loan_decisions_total once delivered (serving/recording.py).
-            await self.recorder.record_objects(applications, decisions)
-        if any(isinstance(d, Unscored) for d in decisions):
-            kept = [
-                (a, d)
-                for a, d in zip(applications, decisions, strict=True)
-                if not isinstance(d, Unscored)
-            ]
-            self.metrics.unscored_rows.inc(len(decisions) - len(kept))
-            applications = [a for a, _ in kept]
-            decisions = [d for _, d in kept]
-        if self.recorder is None:
-            self.metrics.record_decisions(
-                [d.Loan_Status for d in decisions], [d.probability for d in decisions]
-            )
-
-
-def _count_validation_failures(detail: list[dict[str, Any]]) -> None:
-    for field in failed_fields(detail):
-        domain_metrics().validation_failures.labels(field=field).inc()
+        return decided, self.recorder.record_columns(columns, decided, answers)
 
 
 # mypy cannot follow class decorators: LoanApproval is a bentoml.Service here.
@@ -225,5 +168,5 @@ add_middleware(
     SETTINGS,
     media_types=MEDIA_TYPES,
     model_tag=_serving_tag,
-    on_validation_failure=_count_validation_failures,
+    on_validation_failure=count_validation_failures,
 )

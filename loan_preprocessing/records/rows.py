@@ -14,8 +14,8 @@ from typing import Any, Final
 import numpy as np
 from pydantic_core import to_json
 
-from loan_preprocessing.columns import ValidatedColumns
 from loan_preprocessing.decide import ColumnDecisions
+from loan_preprocessing.inputs.columns import ValidatedColumns
 from loan_preprocessing.reason_codes import REASON_SEPARATOR
 from loan_preprocessing.records.tables import APPLICATION_COLUMNS
 from loan_preprocessing.schema import ID_COLUMN, Decision, LoanApplication, Reason

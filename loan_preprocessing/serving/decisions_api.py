@@ -22,7 +22,7 @@ from starlette.routing import Route
 from loan_preprocessing.records.store import StoreUnavailable
 from loan_preprocessing.records.tables import ID_LENGTH
 from loan_preprocessing.schema import ID_COLUMN
-from loan_preprocessing.serving.recording import RETRY_AFTER_SECONDS, Recorder
+from loan_preprocessing.serving.recording import RETRY_AFTER_SECONDS, DecisionRecorder
 
 MOUNT: Final = "/decisions"
 # At most this many decisions per Loan_ID answer (newest first).
@@ -30,9 +30,9 @@ MAX_LISTED: Final = 100
 MAX_LOAN_ID_LENGTH: Final = 64
 
 
-def _recorder() -> Recorder | None:
-    recorder: Recorder | None = getattr(bentoml.get_current_service(), "recorder", None)
-    return recorder
+def _recorder() -> DecisionRecorder | None:
+    recorder: DecisionRecorder | None = getattr(bentoml.get_current_service(), "recorder", None)
+    return recorder if recorder is not None and recorder.recording else None
 
 
 def _off() -> JSONResponse:

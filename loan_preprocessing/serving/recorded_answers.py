@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from loan_preprocessing.batch.csv_output import column_csv_rows, csv_text
+from loan_preprocessing.csv_output import column_csv_rows, csv_text
 from loan_preprocessing.decide import ColumnDecisions
 from loan_preprocessing.records.rows import json_rows
 from loan_preprocessing.records.store import StoredAnswer

@@ -31,8 +31,8 @@ from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel
 
-from loan_preprocessing.columns import ValidatedColumns
 from loan_preprocessing.decide import ColumnDecisions, Unscored
+from loan_preprocessing.inputs.columns import ValidatedColumns
 from loan_preprocessing.records.migrations import SchemaOutOfDate
 from loan_preprocessing.records.rows import column_columns, object_columns
 from loan_preprocessing.records.store import (
@@ -181,12 +181,14 @@ class DeliveryMarks:
                     waiting = waiting[-MAX_PENDING_MARKS:]
 
 
-class Recorder:
-    """One worker's link to the decision store: commits, reads and readiness."""
+class DecisionRecorder:
+    """What one worker keeps of each decision it gives: the domain metrics and the
+    decision store (None when records are turned off: decisions are then only
+    counted, as they are decided)."""
 
     def __init__(
         self,
-        store: DecisionStore,
+        store: DecisionStore | None,
         model_tag: str,
         model_sha256: str,
         metrics: DomainMetrics,
@@ -198,9 +200,26 @@ class Recorder:
         # One thread for the store's commits and reads: the event loop never
         # waits on a disk or a database.
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="decision-store")
-        self.marks = DeliveryMarks(store)
+        self.marks = DeliveryMarks(store) if store is not None else None
         # The last failure, until a commit or a probe succeeds (readiness).
         self.failure: str | None = None
+
+    @classmethod
+    def open(
+        cls, settings: ServiceSettings, model_tag: str, model_sha256: str, metrics: DomainMetrics
+    ) -> DecisionRecorder:
+        """The recorder of a worker serving model `model_tag` (file sha256)."""
+        url = settings.store_url
+        store = (
+            None
+            if url is None
+            else DecisionStore(url, sqlite_sync=settings.decision_store_sqlite_sync)
+        )
+        return cls(store, model_tag, model_sha256, metrics)
+
+    @property
+    def recording(self) -> bool:
+        return self.store is not None
 
     async def _run(self, call: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -208,12 +227,24 @@ class Recorder:
 
     # -- writes -----------------------------------------------------------
 
-    async def record_objects(
+    async def record(
         self, applications: Sequence[LoanApplication], decisions: Sequence[Decision]
     ) -> None:
-        """Record an adaptive batch of /predict decisions, one answer per request,
-        in one transaction; sets each decision's decision_id. Raises
-        StoreUnavailable (each request's ticket says why) if nothing was committed."""
+        """An adaptive batch of /predict decisions, in the applications' order: each
+        request's answer recorded (all in one transaction) with its decision_ids
+        set, and counted once delivered. A row the model could not score
+        (Unscored) is counted as such, and its request, answered 500, is not
+        recorded. Raises StoreUnavailable (each ticket says why) when the store
+        could not commit."""
+        unscored = sum(isinstance(d, Unscored) for d in decisions)
+        if unscored:
+            self.metrics.unscored_rows.inc(unscored)
+        if self.store is None:
+            scored = [d for d in decisions if not isinstance(d, Unscored)]
+            self.metrics.record_decisions(
+                [d.Loan_Status for d in scored], [d.probability for d in scored]
+            )
+            return
         answers: list[Answer] = []
         tickets: list[RequestTicket] = []
         position = 0
@@ -236,13 +267,17 @@ class Recorder:
 
     def record_columns(
         self,
-        ticket: RequestTicket,
         validated: ValidatedColumns,
         decided: ColumnDecisions,
         answers: RowAnswers,
-    ) -> list[str]:
-        """Record a columnar answer (V2, CSV) in one transaction; its decision ids.
-        `answers` gives each row's answer as JSON text. Raises StoreUnavailable."""
+    ) -> list[str] | None:
+        """Record a columnar answer (V2, CSV) in one transaction; its decision ids
+        (None when records are off). `answers` gives each row's answer as JSON
+        text. Raises StoreUnavailable."""
+        ticket = _TICKET.get()
+        if self.store is None or ticket is None:
+            self.metrics.record_decisions(decided.statuses, decided.probabilities)
+            return None
         ids = new_ids(len(decided) + 1)
         decision_ids = ids[1:]
         rendered = answers(decided, decision_ids)
@@ -270,6 +305,7 @@ class Recorder:
             await self._run(lambda: self._commit_now(answers, tickets))
 
     def _commit_now(self, answers: list[Answer], tickets: list[RequestTicket]) -> None:
+        assert self.store is not None
         try:
             refused = {a.answer_id for a in self.store.record(answers)}
         except StoreUnavailable as exc:
@@ -291,7 +327,7 @@ class Recorder:
 
     def delivered(self, ticket: RequestTicket) -> None:
         """The ticket's answer reached its client: mark it and count its decisions."""
-        if ticket.answer_id is None:
+        if ticket.answer_id is None or self.marks is None:
             return
         self.marks.mark(ticket.answer_id)
         self.metrics.record_decisions(ticket.statuses, ticket.probabilities)
@@ -299,15 +335,17 @@ class Recorder:
     # -- reads and readiness ------------------------------------------------
 
     async def answer_for_key(self, key: str) -> StoredAnswer | None:
-        return await self._run(lambda: self.store.answer_for_key(key))
+        return await self.read(lambda store: store.answer_for_key(key))
 
     async def read(self, call: Callable[[DecisionStore], T]) -> T:
-        return await self._run(lambda: call(self.store))
+        store = self.store
+        assert store is not None
+        return await self._run(lambda: call(store))
 
     async def ready(self) -> bool:
         """Whether decisions can be recorded now: after a failure, only once a
         write commits again (the store recovers without a restart)."""
-        if self.failure is None:
+        if self.failure is None or self.store is None:
             return True
         try:
             await self._run(self.store.probe)
@@ -319,9 +357,11 @@ class Recorder:
         return True
 
     def close(self) -> None:
-        self.marks.close()
+        if self.marks is not None:
+            self.marks.close()
         self.executor.shutdown(wait=True)
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
 
 
 def body_sha256(body: bytes, content_type: bytes | None) -> str:
@@ -362,7 +402,7 @@ class DecisionDelivery:
         self,
         app: Any,
         replayers: dict[str, Replayer],
-        recorder: Callable[[], Recorder | None],
+        recorder: Callable[[], DecisionRecorder | None],
     ) -> None:
         self.app = app
         self.replayers = replayers
@@ -372,7 +412,7 @@ class DecisionDelivery:
         if scope["type"] != "http" or scope["path"] not in self.replayers:
             return await self.app(scope, receive, send)
         recorder = self.recorder()
-        if recorder is None:
+        if recorder is None or not recorder.recording:
             return await self.app(scope, receive, send)
         ticket = RequestTicket(route=scope["path"])
         raw_key = header(scope, IDEMPOTENCY_HEADER.lower().encode())
@@ -400,7 +440,12 @@ class DecisionDelivery:
         await self._answer(scope, receive, send, recorder, ticket)
 
     async def _answer(
-        self, scope: Scope, receive: Receive, send: Send, recorder: Recorder, ticket: RequestTicket
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        recorder: DecisionRecorder,
+        ticket: RequestTicket,
     ) -> None:
         replaced = False
         listener: asyncio.Future[Any] | None = None
@@ -450,7 +495,7 @@ class DecisionDelivery:
         self,
         scope: Scope,
         send: Send,
-        recorder: Recorder,
+        recorder: DecisionRecorder,
         ticket: RequestTicket,
         body: bytes,
         stored: StoredAnswer,

@@ -29,7 +29,7 @@ from loan_preprocessing.serving.middleware import (
 )
 from loan_preprocessing.serving.openapi import DocsPage, OpenApiCorrections
 from loan_preprocessing.serving.recorded_answers import REPLAYERS
-from loan_preprocessing.serving.recording import DecisionDelivery, Recorder
+from loan_preprocessing.serving.recording import DecisionDelivery, DecisionRecorder
 from loan_preprocessing.serving.settings import ServiceSettings
 
 Layer = tuple[type, dict[str, Any]]
@@ -91,14 +91,14 @@ def middleware_stack(
     ]
 
 
-def _worker_recorder() -> Recorder | None:
+def _worker_recorder() -> DecisionRecorder | None:
     """The recorder of this worker's service instance (None: records are off, or
     a service without them, such as the bench's no-model ceiling)."""
     try:
         service = bentoml.get_current_service()
     except bentoml.exceptions.BentoMLException:
         return None
-    recorder: Recorder | None = getattr(service, "recorder", None)
+    recorder: DecisionRecorder | None = getattr(service, "recorder", None)
     return recorder
 
 
