@@ -67,6 +67,10 @@ class Answer:
     columns: dict[str, list[Any]]
     idempotency_key: str | None = None
     request_sha256: str | None = None
+    # A part of a request split over batches: the request's id, and its row at
+    # which this part starts. The key is recorded on the first part only.
+    request_id: str | None = None
+    first_position: int = 0
 
     def __len__(self) -> int:
         return len(self.columns["decision_id"])
@@ -74,10 +78,16 @@ class Answer:
 
 @dataclass
 class StoredAnswer:
-    """An answer read back: its `answers` row and its decisions in order."""
+    """A request's answer read back: its first part's `answers` row, every part,
+    and its decisions in order."""
 
     answer: dict[str, Any]
+    parts: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def delivered(self) -> bool:
+        return all(part["delivered"] for part in self.parts)
 
 
 def engine_for(url: str, sqlite_sync: str = "FULL") -> Engine:
@@ -156,10 +166,12 @@ class DecisionStore:
         """Create the tables in an empty store; refuse (StoreUnavailable, one line
         naming the command) a store at an older schema revision."""
         try:
-            with self._connection() as connection:
+            with self.engine.connect() as connection:
                 migrations.prepare(connection, self.where)
         except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"decision store {self.where}: {one_line(exc)}") from None
+            raise StoreUnavailable(
+                f"decision store {self.where} cannot be used: {one_line(exc)}"
+            ) from None
 
     def upgrade(self) -> str:
         """Migrate the store to the newest schema; the revision it is at after."""
@@ -178,7 +190,7 @@ class DecisionStore:
                 self._insert(connection, batch, now)
             return []
         except IntegrityError:
-            keyed = [a.idempotency_key for a in batch if a.idempotency_key is not None]
+            keyed = [a.idempotency_key for a in batch if _key(a) is not None]
             if not keyed:
                 raise StoreUnavailable("the decision store refused the records") from None
         except SQLAlchemyError as exc:
@@ -193,9 +205,9 @@ class DecisionStore:
                         )
                     )
                 )
-                kept = [a for a in batch if a.idempotency_key not in taken]
+                kept = [a for a in batch if _key(a) not in taken]
                 self._insert(connection, kept, now)
-            return [a for a in batch if a.idempotency_key in taken]
+            return [a for a in batch if _key(a) in taken]
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"decision store unavailable: {one_line(exc)}") from None
 
@@ -208,6 +220,8 @@ class DecisionStore:
             [
                 {
                     "answer_id": a.answer_id,
+                    "request_id": a.request_id or a.answer_id,
+                    "first_position": a.first_position,
                     "answered_at": now,
                     "route": a.route,
                     "model_tag": a.model_tag,
@@ -215,7 +229,7 @@ class DecisionStore:
                     "rows": len(a),
                     "delivered": False,
                     "delivered_at": None,
-                    "idempotency_key": a.idempotency_key,
+                    "idempotency_key": _key(a),
                     "request_sha256": a.request_sha256,
                 }
                 for a in batch
@@ -225,7 +239,11 @@ class DecisionStore:
         values: list[Any] = []
         for a in batch:
             n = len(a)
-            given = {**a.columns, "answer_id": [a.answer_id] * n, "position": list(range(n))}
+            given = {
+                **a.columns,
+                "answer_id": [a.answer_id] * n,
+                "position": list(range(a.first_position, a.first_position + n)),
+            }
             values.extend(zip(*(given[name] for name in order), strict=True))
         if not values:
             return
@@ -282,12 +300,21 @@ class DecisionStore:
                 ).first()
                 if row is None:
                     return None
+                parts = connection.execute(
+                    select(answers)
+                    .where(answers.c.request_id == row.request_id)
+                    .order_by(answers.c.first_position)
+                ).all()
                 found = connection.execute(
                     select(decisions)
-                    .where(decisions.c.answer_id == row.answer_id)
+                    .where(decisions.c.answer_id.in_([p.answer_id for p in parts]))
                     .order_by(decisions.c.position)
                 )
-                return StoredAnswer(dict(row._mapping), [dict(r._mapping) for r in found])
+                return StoredAnswer(
+                    dict(row._mapping),
+                    [dict(p._mapping) for p in parts],
+                    [dict(r._mapping) for r in found],
+                )
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"decision store unavailable: {one_line(exc)}") from None
 
@@ -361,6 +388,11 @@ _ANSWER_FACTS: Final = (
     answers.c.delivered_at,
     answers.c.idempotency_key,
 )
+
+
+def _key(answer: Answer) -> str | None:
+    """The Idempotency-Key as recorded: on a request's first part only."""
+    return answer.idempotency_key if answer.first_position == 0 else None
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -1,9 +1,10 @@
 """The decision store's tables, declared once (SQLAlchemy Core); migrations/ holds
 the Alembic revisions that create them.
 
-One `answers` row per answer the service gave (a request, or a part of one): when,
-on which route, by which model, whether it reached the client, and the request's
-Idempotency-Key. One `decisions` row per application in it: what was received,
+One `answers` row per answer the service gave (a request, or a part of one when
+the batcher split a large request: its parts share a request_id): when, on which
+route, by which model, whether it reached the client, and the request's
+Idempotency-Key (on its first part). One `decisions` row per application in it: what was received,
 what was decided, and the decision exactly as it was answered (`answer`, its JSON
 text), so a field added to the answers later is recorded without a new column.
 """
@@ -50,6 +51,9 @@ answers: Final = Table(
     "answers",
     metadata,
     Column("answer_id", String(ID_LENGTH), primary_key=True),
+    Column("request_id", String(ID_LENGTH), nullable=False, index=True),
+    # The request's row at which this part starts (0: the first part).
+    Column("first_position", Integer, nullable=False),
     Column("answered_at", DateTime(timezone=True), nullable=False, index=True),
     # /predict, /v2/models/loan_approval/infer, /predict_csv, or a batch job's name.
     Column("route", String(64), nullable=False),
@@ -76,7 +80,7 @@ decisions: Final = Table(
         ForeignKey("answers.answer_id", ondelete="CASCADE"),
         nullable=False,
     ),
-    # The row's place in its answer (0 first); the time is the answer's.
+    # The row's place in its request (0 first); the time is the answer's.
     Column("position", Integer, nullable=False),
     Column("Loan_ID", String(64), nullable=True, index=True),
     Column("Loan_Status", String(1), nullable=False),

@@ -78,8 +78,12 @@ class RequestTicket:
     route: str
     idempotency_key: str | None = None
     request_sha256: str | None = None
-    # Filled in by the recorder once the request's decisions are committed.
-    answer_id: str | None = None
+    # BentoML splits a request larger than the batch size over several batches:
+    # each part is an answers row of its own, all under this request id.
+    request_id: str = field(default_factory=lambda: new_ids(1)[0])
+    # Filled in by the recorder as the request's parts are committed.
+    answer_ids: list[str] = field(default_factory=list)
+    recorded_rows: int = 0
     statuses: list[str] = field(default_factory=list)
     probabilities: list[float] = field(default_factory=list)
     # Set when its records could not be committed: the request gets a 503.
@@ -256,13 +260,13 @@ class DecisionRecorder:
             if ticket is None or any(isinstance(d, Unscored) for d in decided):
                 # Not from a request (a direct call), or answered 500: no record.
                 continue
+            if ticket.store_error is not None or ticket.key_taken:
+                continue  # an earlier part failed: the request is not answered
             ids = new_ids(count + 1)
             for decision, decision_id in zip(decided, ids[1:], strict=True):
                 decision.decision_id = decision_id
             answers.append(self._answer(ticket, ids[0], object_columns(requested, decided)))
             tickets.append(ticket)
-            ticket.statuses = [d.Loan_Status for d in decided]
-            ticket.probabilities = [d.probability for d in decided]
         await self._commit(answers, tickets)
 
     def record_columns(
@@ -284,14 +288,14 @@ class DecisionRecorder:
         answer = self._answer(
             ticket, ids[0], column_columns(decision_ids, validated, decided, rendered)
         )
-        ticket.statuses = decided.statuses
-        ticket.probabilities = decided.probabilities
         self._commit_now([answer], [ticket])
         return decision_ids
 
     def _answer(self, ticket: RequestTicket, answer_id: str, columns: dict[str, Any]) -> Answer:
         return Answer(
             answer_id=answer_id,
+            request_id=ticket.request_id,
+            first_position=ticket.recorded_rows,
             route=ticket.route,
             model_tag=self.model_tag,
             model_sha256=self.model_sha256,
@@ -318,7 +322,10 @@ class DecisionRecorder:
             if answer.answer_id in refused:
                 ticket.key_taken = True
             else:
-                ticket.answer_id = answer.answer_id
+                ticket.answer_ids.append(answer.answer_id)
+                ticket.recorded_rows += len(answer)
+                ticket.statuses.extend(answer.columns["Loan_Status"])
+                ticket.probabilities.extend(answer.columns["probability"])
 
     def _failed(self, reason: str) -> None:
         if self.failure is None:
@@ -327,9 +334,10 @@ class DecisionRecorder:
 
     def delivered(self, ticket: RequestTicket) -> None:
         """The ticket's answer reached its client: mark it and count its decisions."""
-        if ticket.answer_id is None or self.marks is None:
+        if not ticket.answer_ids or self.marks is None:
             return
-        self.marks.mark(ticket.answer_id)
+        for answer_id in ticket.answer_ids:
+            self.marks.mark(answer_id)
         self.metrics.record_decisions(ticket.statuses, ticket.probabilities)
 
     # -- reads and readiness ------------------------------------------------
@@ -527,9 +535,9 @@ class DecisionDelivery:
             }
         )
         await send({"type": "http.response.body", "body": payload})
-        if not stored.answer["delivered"]:
+        if not stored.delivered:
             # First delivery of an answer whose first attempt never arrived.
-            ticket.answer_id = stored.answer["answer_id"]
+            ticket.answer_ids = [part["answer_id"] for part in stored.parts]
             ticket.statuses = [d["Loan_Status"] for d in stored.decisions]
             ticket.probabilities = [d["probability"] for d in stored.decisions]
             recorder.delivered(ticket)

@@ -38,6 +38,8 @@ def upgrade() -> None:
     op.create_table(
         "answers",
         sa.Column("answer_id", sa.String(32), primary_key=True),
+        sa.Column("request_id", sa.String(32), nullable=False),
+        sa.Column("first_position", sa.Integer, nullable=False),
         sa.Column("answered_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("route", sa.String(64), nullable=False),
         sa.Column("model_tag", sa.String(200), nullable=False),
@@ -49,6 +51,7 @@ def upgrade() -> None:
         sa.Column("request_sha256", sa.String(64), nullable=True),
     )
     op.create_index("ix_answers_answered_at", "answers", ["answered_at"])
+    op.create_index("ix_answers_request_id", "answers", ["request_id"])
     op.create_table(
         "decisions",
         sa.Column("decision_id", sa.String(32), primary_key=True),
