@@ -160,9 +160,10 @@ def test_sigkill_of_a_worker_under_load_loses_no_answered_decision(
     assert figures["duplicates"] == 0
     assert figures["delivered_but_not_answered"] == 0
     # Answers handed to the connection in the moment before the kill, whose
-    # delivery mark the killed worker had not committed yet: at most one per
-    # client in flight (THREADS), each answered and recorded all the same.
-    assert figures["answered_not_marked_delivered"] <= THREADS
+    # delivery mark the killed worker had not committed yet: about one per
+    # client in flight (THREADS; twice that for a client whose next answer came
+    # within the same moment), each answered and recorded all the same.
+    assert figures["answered_not_marked_delivered"] <= 2 * THREADS
     assert set(load.outcomes) <= {"200", "dropped"}, load.outcomes
 
 
@@ -245,8 +246,7 @@ def test_a_full_disk_gives_503s_and_no_partial_record(real_model_tag_or_none, tm
     assert figures["answered_without_matching_record"] == 0
     assert figures["duplicates"] == 0
     # No partial record: every recorded request has all of its 20 rows.
-    rows_per_request = collections.Counter(r["decision_id"][:12] for r in records(url))
-    assert figures["records"] % 20 == 0, rows_per_request
+    assert figures["records"] % 20 == 0, figures
 
 
 def test_a_read_only_store_stops_the_server_at_start_with_one_line(
