@@ -161,7 +161,10 @@ class ReasonExplainer:
         codes = [reason.code for reason in REASON_CODES]
         self.group_of_feature = [codes.index(FEATURE_REASONS[f]) for f in features]
         # Built once: every rejection shares these immutable objects.
-        self._reasons = [Reason(code=r.code, fields=r.fields, text=r.text) for r in REASON_CODES]
+        self._reasons = [
+            Reason(code=r.code, fields=r.fields, text=r.text, actionable=r.actionable)
+            for r in REASON_CODES
+        ]
         # (a reason's index, the index of the reason given instead when the
         # application left all of its fields empty, those fields)
         self._when_not_provided = [

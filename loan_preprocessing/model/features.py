@@ -130,21 +130,36 @@ def loan_feature_matrix(columns: Mapping[str, np.ndarray]) -> np.ndarray:
     amount = np.asarray(columns["LoanAmount"], dtype=np.float64)
     term = np.asarray(columns["Loan_Amount_Term"], dtype=np.float64)
     credit = np.asarray(columns["Credit_History"], dtype=np.float64)
-    # LoanAmount is in thousands; the instalment ignores interest on purpose
-    # (the data has no rate), it is a ratio the model can rescale.
-    instalment = amount * 1000.0 / np.where(np.isnan(term), DEFAULT_TERM_MONTHS, term)
     features = {
         "CreditHistory": np.where(np.isnan(credit), UNKNOWN_CREDIT_HISTORY, credit),
         # Compared as object arrays: a missing category (None or NaN) is simply not equal.
         "IsSemiurban": np.asarray(columns["Property_Area"], dtype=object) == "Semiurban",
         "IsGraduate": np.asarray(columns["Education"], dtype=object) == "Graduate",
         "LogTotalIncome": np.log1p(income),
-        "LogLoanAmount": np.log(amount),
-        "LogInstalmentToIncome": np.log(instalment / (income + 1.0)),
         "LogApplicantIncome": np.log1p(applicant),
-        "Loan_Amount_Term": term,
+        **loan_terms_features(amount, term, income),
     }
     return np.column_stack([features[name] for name in MODEL_FEATURES]).astype(np.float64)
+
+
+# The features the loan's own terms (amount and term) enter, and nothing else does.
+LOAN_TERMS_FEATURES: Final = ("LogLoanAmount", "LogInstalmentToIncome", "Loan_Amount_Term")
+
+
+def loan_terms_features(
+    amount: np.ndarray, term: np.ndarray, income: np.ndarray
+) -> dict[str, np.ndarray]:
+    """LOAN_TERMS_FEATURES from the amount, the term and the total income (float64,
+    NaN where missing): part of `loan_feature_matrix`, and what a counteroffer
+    recomputes when it changes the amount or the term."""
+    # LoanAmount is in thousands; the instalment ignores interest on purpose
+    # (the data has no rate), it is a ratio the model can rescale.
+    instalment = amount * 1000.0 / np.where(np.isnan(term), DEFAULT_TERM_MONTHS, term)
+    return {
+        "LogLoanAmount": np.log(amount),
+        "LogInstalmentToIncome": np.log(instalment / (income + 1.0)),
+        "Loan_Amount_Term": term,
+    }
 
 
 def model_feature_names(transformer: object, input_features: Iterable[str]) -> list[str]:

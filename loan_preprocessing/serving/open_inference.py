@@ -4,7 +4,8 @@ KServe, MLServer and Triton clients send a batch as one input per column (the
 pandas-codec convention: `{"name": "ApplicantIncome", "datatype": "FP64",
 "shape": [n, 1], "data": [...]}`). Columns go straight into the columnar
 validation and the model, with no object per row; the answer is one output per
-column: `Loan_ID` (when given), `Loan_Status`, `probability` and `reasons`.
+column: `Loan_ID` (when given), `Loan_Status`, `probability`, `reasons`,
+`counteroffer_amount` and `counteroffer_term` (null where there is no offer).
 
 Mounted by service.py at /v2; the handlers reach the worker's service instance
 through `bentoml.get_current_service()`.
@@ -43,12 +44,18 @@ DECISION_ID_OUTPUT: Final = "decision_id"
 # A rejection's reason codes, most important first, joined by REASON_SEPARATOR
 # (empty for an approval), as in the CSV answers; the texts are in the README.
 REASONS_OUTPUT: Final = "reasons"
+# A rejection's counteroffer (schema.Counteroffer): null for an approval and
+# where there is no offer of the kind.
+COUNTEROFFER_AMOUNT_OUTPUT: Final = "counteroffer_amount"
+COUNTEROFFER_TERM_OUTPUT: Final = "counteroffer_term"
 OUTPUT_DATATYPES: Final = {
     DECISION_ID_OUTPUT: "BYTES",
     ID_COLUMN: "BYTES",
     TARGET_COLUMN: "BYTES",
     PROBABILITY_OUTPUT: "FP64",
     REASONS_OUTPUT: "BYTES",
+    COUNTEROFFER_AMOUNT_OUTPUT: "FP64",
+    COUNTEROFFER_TERM_OUTPUT: "FP64",
 }
 
 
@@ -153,6 +160,8 @@ def output_values(decided: ColumnDecisions, decision_ids: list[str] | None) -> d
     values[TARGET_COLUMN] = decided.statuses
     values[PROBABILITY_OUTPUT] = decided.probabilities
     values[REASONS_OUTPUT] = decided.reason_codes()
+    values[COUNTEROFFER_AMOUNT_OUTPUT] = decided.counteroffer_amounts
+    values[COUNTEROFFER_TERM_OUTPUT] = decided.counteroffer_terms
     return values
 
 

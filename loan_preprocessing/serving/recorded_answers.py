@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from loan_preprocessing.csv_output import column_csv_rows, csv_text
+from loan_preprocessing.csv_output import CSV_COLUMNS, column_csv_rows, csv_text
 from loan_preprocessing.decide import ColumnDecisions
 from loan_preprocessing.records.rows import json_rows
 from loan_preprocessing.records.store import StoredAnswer
@@ -16,7 +16,7 @@ PREDICT_PATH: Final = "/predict"
 CSV_PATH: Final = "/predict_csv"
 JSON: Final = b"application/json"
 CSV_MEDIA_TYPE: Final = b"text/csv; charset=utf-8"
-CSV_CELLS: Final = ("Loan_ID", "Loan_Status", "probability", "reasons")
+CSV_CELLS: Final = CSV_COLUMNS
 
 
 def csv_rows(decided: ColumnDecisions, decision_ids: list[str]) -> list[str]:
