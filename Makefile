@@ -14,8 +14,15 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 # DATA: the training CSV of `make train` (and of the first model `make serve` trains)
 DATA ?= data/loan_sample.csv
-# LOG: the prediction log that `make drift` and `make fairness` read
-LOG ?= prediction_logs/predictions.jsonl
+# LOG: exported decision files `make drift` and `make fairness` read (empty: the service's decision store)
+LOG ?=
+# SINCE: the start of the time range `make decisions-export` writes (ISO date, UTC; empty: unbounded)
+SINCE ?=
+# UNTIL: the end of that range (ISO date, UTC, exclusive; empty: unbounded)
+UNTIL ?=
+# EXPORT: the file `make decisions-export` writes (.jsonl; .parquet where pyarrow is installed)
+EXPORT ?= decisions-export.jsonl
+PG_BIN := /usr/lib/postgresql/15/bin
 # CSV: the applications `make score` scores offline
 CSV ?= ../shared/data/loan-prediction/test.csv
 # OUT: where `make score` writes its decisions
@@ -107,9 +114,11 @@ serve: $(SERVE_VENV)
 test: lint docs test-setup $(CHECKOV_VENV)/.installed
 	$(BIN)/python -m pytest
 
-## test-setup: Debian's chromium and poppler-utils for the notice's print test (installed when root; else that test skips, saying why)
+## test-setup: Debian's chromium, poppler-utils (the notice's print test) and PostgreSQL 15 (the decision-record tests), installed when root; else those tests skip, saying why
 test-setup:
 	@{ command -v chromium >/dev/null && command -v pdftotext >/dev/null; } || { [ "$$(id -u)" = 0 ] && { apt-get install -y chromium poppler-utils || { apt-get update && apt-get install -y chromium poppler-utils; }; }; } || echo "chromium or pdftotext is missing (sudo apt-get install chromium poppler-utils): the notice's print test will skip" >&2
+	@# The decision-record tests start a real PostgreSQL 15 (Debian's package).
+	@test -x $(PG_BIN)/initdb || { [ "$$(id -u)" = 0 ] && { apt-get install -y -q postgresql-15 || { apt-get update && apt-get install -y -q postgresql-15; }; }; } || echo "PostgreSQL 15 is missing (sudo apt-get install postgresql-15): its tests will skip" >&2
 
 ## lint: ruff checks and mypy type checks
 lint: $(FULL_VENV)
@@ -144,13 +153,13 @@ image-archive: $(BUILD_VENV)
 versions: $(SERVE_VENV)
 	$(BIN)/python -m loan_preprocessing.operations.versions list
 
-## drift: PSI drift report of the prediction log LOG against its model's training data
+## drift: PSI drift report of the recorded decisions (or exported files LOG) against their model's training data
 drift: $(SERVE_VENV)
-	$(BIN)/python -m loan_preprocessing.operations.drift --log $(LOG)
+	$(BIN)/python -m loan_preprocessing.operations.drift $(addprefix --log ,$(LOG))
 
-## fairness: approval rates by protected group in the prediction log LOG vs its model's training audit
+## fairness: approval rates by protected group in the recorded decisions (or exported files LOG) vs the model's training audit
 fairness: $(SERVE_VENV)
-	$(BIN)/python -m loan_preprocessing.operations.fairness --log $(LOG)
+	$(BIN)/python -m loan_preprocessing.operations.fairness $(addprefix --log ,$(LOG))
 
 ## score: score the CSV file CSV offline with the latest model into OUT
 score: $(SERVE_VENV)
@@ -198,4 +207,16 @@ clean:
 help:
 	@awk '/^## /{sub(/^## /,""); i=index($$0,": "); printf "  %-14s %s\n", substr($$0,1,i-1), substr($$0,i+2)}' $(MAKEFILE_LIST)
 
-.PHONY: venv train serve test test-setup lint docs docs-serve format build image base-image image-archive versions drift fairness score bench spark-score bench-spark k8s-validate clean help
+## decisions-migrate: bring the decision store (LOAN_DECISION_STORE_URL) to this version's schema
+decisions-migrate: $(SERVE_VENV)
+	$(BIN)/python -m loan_preprocessing.records migrate
+
+## decisions-export: write the decisions recorded in [SINCE, UNTIL) to EXPORT (.jsonl; .parquet with pyarrow)
+decisions-export: $(SERVE_VENV)
+	$(BIN)/python -m loan_preprocessing.records export $(if $(SINCE),--since $(SINCE)) $(if $(UNTIL),--until $(UNTIL)) --out $(EXPORT)
+
+## decisions-purge: delete decision records older than LOAN_RETENTION_MONTHS (25), saying how many
+decisions-purge: $(SERVE_VENV)
+	$(BIN)/python -m loan_preprocessing.records purge
+
+.PHONY: venv train serve test test-setup lint docs docs-serve format build image base-image image-archive versions drift fairness score bench spark-score bench-spark k8s-validate clean help decisions-migrate decisions-export decisions-purge
