@@ -118,6 +118,8 @@ class LoanApproval:
         metrics.model_info.labels(model_tag=self.scorer.tag).set(1)
         sha256 = model_metadata(get_model(self.scorer.tag))["artifact"]["sha256"]
         self.recorder = DecisionRecorder.open(SETTINGS, self.scorer.tag, sha256, metrics)
+        # Read by GET /decisions/{id}/notice (serving/decisions_api.py).
+        self.notice_settings = SETTINGS.notice_settings()
         freeze_startup_heap()
 
     async def __is_ready__(self) -> bool:

@@ -1,7 +1,8 @@
 """The read side of the decision records, behind the service's API key:
 
-    GET /decisions/{decision_id}      one decision, as recorded
-    GET /decisions?loan_id=LP001015   the decisions on that Loan_ID, newest first
+    GET /decisions/{decision_id}         one decision, as recorded
+    GET /decisions/{decision_id}/notice  its adverse-action notice (HTML; ?format=text)
+    GET /decisions?loan_id=LP001015      the decisions on that Loan_ID, newest first
 
 Each record holds exactly what the applicant was told (`answer`), by which model
 (`model_tag`, `model_sha256`), on which application, and whether it was
@@ -16,9 +17,10 @@ from typing import Any, Final
 import bentoml
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from loan_preprocessing.notices.adverse_action import NoticeError, NoticeSettings, render_notice
 from loan_preprocessing.records.store import StoreUnavailable
 from loan_preprocessing.records.tables import ID_LENGTH
 from loan_preprocessing.schema import ID_COLUMN
@@ -50,7 +52,8 @@ def _unavailable(exc: StoreUnavailable) -> JSONResponse:
     )
 
 
-async def one_decision(request: Request) -> JSONResponse:
+async def _recorded(request: Request) -> dict[str, Any] | JSONResponse:
+    """The record the path names, or the answer that says why there is none."""
     recorder = _recorder()
     if recorder is None:
         return _off()
@@ -61,12 +64,46 @@ async def one_decision(request: Request) -> JSONResponse:
             status_code=400,
         )
     try:
-        found = await recorder.read(lambda store: store.find(decision_id))
+        found: dict[str, Any] | None = await recorder.read(lambda store: store.find(decision_id))
     except StoreUnavailable as exc:
         return _unavailable(exc)
     if found is None:
         return JSONResponse({"error": f"no decision {decision_id} is recorded"}, status_code=404)
-    return JSONResponse(found)
+    return found
+
+
+async def one_decision(request: Request) -> JSONResponse:
+    found = await _recorded(request)
+    return found if isinstance(found, JSONResponse) else JSONResponse(found)
+
+
+NOTICE_SETTINGS_NEEDED: Final = (
+    "LOAN_NOTICE_CREDITOR_NAME, LOAN_NOTICE_CREDITOR_ADDRESS, LOAN_NOTICE_AGENCY_NAME "
+    "and LOAN_NOTICE_AGENCY_ADDRESS"
+)
+
+
+async def notice(request: Request) -> Response:
+    """The notice of action taken on a recorded denial, from the record alone
+    (the reasons and counteroffer exactly as the applicant was told them)."""
+    settings: NoticeSettings | None = getattr(
+        bentoml.get_current_service(), "notice_settings", None
+    )
+    if settings is None:
+        return JSONResponse(
+            {"error": f"notices are not configured on this service: set {NOTICE_SETTINGS_NEEDED}"},
+            status_code=404,
+        )
+    found = await _recorded(request)
+    if isinstance(found, JSONResponse):
+        return found
+    try:
+        rendered = render_notice(found, settings)
+    except NoticeError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=404)
+    if request.query_params.get("format") == "text":
+        return PlainTextResponse(rendered.text)
+    return HTMLResponse(rendered.html)
 
 
 async def by_loan_id(request: Request) -> JSONResponse:
@@ -103,5 +140,6 @@ app: Final = Starlette(
     routes=[
         Route("/", by_loan_id, methods=["GET"]),
         Route("/{decision_id}", one_decision, methods=["GET"]),
+        Route("/{decision_id}/notice", notice, methods=["GET"]),
     ]
 )

@@ -11,6 +11,7 @@ from pydantic import PositiveFloat, PositiveInt, StringConstraints, ValidationEr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loan_preprocessing.model.store import MODEL_NAME
+from loan_preprocessing.notices.adverse_action import NoticeSettings
 from loan_preprocessing.records.location import default_store_url
 
 ENV_PREFIX: Final = "LOAN_"
@@ -93,6 +94,21 @@ class ServiceSettings(BaseSettings):
     # How long records are kept: `make decisions-purge` deletes older ones
     # (Regulation B, 12 CFR 1002.12(b)(1): 25 months).
     retention_months: PositiveInt = 25
+    # The adverse-action notice (GET /decisions/{id}/notice) names its sender and
+    # the agency that oversees it: without the four below it is not served.
+    notice_creditor_name: str | None = None
+    # Lines separated by "\n" in the variable, as on an envelope.
+    notice_creditor_address: str | None = None
+    notice_creditor_phone: str | None = None
+    # Regulation B's Appendix A names the federal agency for each kind of creditor.
+    notice_agency_name: str | None = None
+    notice_agency_address: str | None = None
+    # True when decisions use a consumer report (the credit history is one): the
+    # notice then adds the FCRA 615(a) paragraph and names the reporting agency.
+    notice_consumer_report_used: bool = False
+    notice_reporting_agency_name: str | None = None
+    notice_reporting_agency_address: str | None = None
+    notice_reporting_agency_phone: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
@@ -123,6 +139,10 @@ class ServiceSettings(BaseSettings):
                 )
             url = _read_secret("decision_store_url_file", settings.decision_store_url_file)
             settings = settings.model_copy(update={"decision_store_url": url})
+        try:
+            settings.notice_settings()
+        except ValueError as exc:  # pydantic's ValidationError is one
+            raise SettingsError(f"{ENV_PREFIX}NOTICE_*: {_first_line(exc)}") from None
         if settings.api_key_file is None:
             return settings
         if settings.api_key is not None:
@@ -152,6 +172,22 @@ class ServiceSettings(BaseSettings):
             return None
         return self.decision_store_url or default_store_url()
 
+    def notice_settings(self) -> NoticeSettings | None:
+        """The notice's sender and agencies, or None while they are not all set."""
+        fields = {
+            name.removeprefix("notice_"): getattr(self, name)
+            for name in type(self).model_fields
+            if name.startswith("notice_")
+        }
+        required = ("creditor_name", "creditor_address", "agency_name", "agency_address")
+        if not all(fields[name] for name in required):
+            return None
+        # A one-line variable spells an address's line breaks as "\n".
+        unescaped = {
+            k: v.replace("\\n", "\n") if isinstance(v, str) else v for k, v in fields.items()
+        }
+        return NoticeSettings.model_validate(unescaped)
+
     @classmethod
     def variable_names(cls) -> frozenset[str]:
         """Every LOAN_* variable the service reads."""
@@ -161,6 +197,11 @@ class ServiceSettings(BaseSettings):
 def worker_envs(settings: ServiceSettings) -> list[dict[str, str]]:
     """Environment variables for every worker, in @bentoml.service(envs=...) form."""
     return [{"name": "OMP_NUM_THREADS", "value": str(settings.model_threads)}]
+
+
+def _first_line(exc: Exception) -> str:
+    errors = exc.errors() if isinstance(exc, ValidationError) else None
+    return str(errors[0]["msg"]) if errors else str(exc).splitlines()[0]
 
 
 def _read_secret(field: str, path: str) -> str:
