@@ -19,6 +19,7 @@ from loan_preprocessing.schema import (
     CATEGORICAL_COLUMNS,
     FEATURE_COLUMNS,
     ID_COLUMN,
+    MODEL_FIELDS,
     NUMERIC_COLUMNS,
     PROHIBITED_BASIS_RULE,
     PROTECTED_ATTRIBUTES,
@@ -90,15 +91,7 @@ def add_loan_features(frame: pd.DataFrame) -> pd.DataFrame:
 # The application fields the model's features are computed from: the only ones
 # that can influence a decision. train.py records them with every model, and
 # loading refuses a model whose recorded inputs hold a protected attribute.
-DERIVED_FROM: Final = (
-    "ApplicantIncome",
-    "CoapplicantIncome",
-    "LoanAmount",
-    "Loan_Amount_Term",
-    "Credit_History",
-    "Property_Area",
-    "Education",
-)
+DERIVED_FROM: Final = MODEL_FIELDS
 # The application fields the model deliberately does not use, and why (the model
 # card lists them).
 NOT_MODEL_INPUTS: Final[dict[str, str]] = {

@@ -76,17 +76,28 @@ def column_csv_lines(decided: ColumnDecisions) -> str:
     )
     if plain:
         return text + "\n"
+    return csv_lines(rows)
+
+
+def csv_lines(rows: Iterable[Iterable[str]]) -> str:
+    """`rows` as CSV lines ending in "\n", every cell that holds a separator, a
+    quote, a CR or a LF quoted. csv.writer alone quotes only the characters of its
+    own line terminator, so with "\n" it left a bare CR unquoted, and readers
+    (Python's csv module, pandas) end a row there: one row read back as two.
+    Written with "\r\n" (which makes it quote both) and each line's end replaced."""
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return buffer.getvalue()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    lines = []
+    for row in rows:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow(row)
+        lines.append(buffer.getvalue()[:-2] + "\n")
+    return "".join(lines)
 
 
 def decisions_to_csv(decisions: Iterable[Decision] | ColumnDecisions) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    header = csv_lines([CSV_COLUMNS])
     if isinstance(decisions, ColumnDecisions):
-        buffer.write(column_csv_lines(decisions))
-    else:
-        writer.writerows(csv_row(decision) for decision in decisions)
-    return buffer.getvalue()
+        return header + column_csv_lines(decisions)
+    return header + csv_lines(csv_row(decision) for decision in decisions)

@@ -224,7 +224,7 @@ def test_a_full_request_of_bad_values_stays_within_bounds(keyed):
 
 
 def test_unknown_csv_headers_add_no_metric_series(keyed):
-    names = [f"made_up_{i}" for i in range(20_000)]
+    names = [f"made_up_{i}" for i in range(200)]
     content = ",".join([CSV_HEADER, *names]) + "\n"
     response = httpx.post(
         f"{keyed.url}/predict_csv",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from loan_preprocessing.serving.guards import ContentTypeGuard, ErrorBodies, JsonBodyGuard
 from loan_preprocessing.serving.middleware import (
+    AmbiguousFraming,
     BearerAuth,
     BodyReader,
     BodySizeLimit,
@@ -24,7 +25,13 @@ def stack(settings: ServiceSettings) -> list[type]:
 
 def test_limits_and_key_come_before_anything_that_reads_the_body():
     order = stack(ServiceSettings.from_env({}))
-    assert order[:4] == [BodySizeLimit, BearerAuth, BodyReader, ConcurrencyLimit]
+    assert order[:5] == [
+        AmbiguousFraming,
+        BodySizeLimit,
+        BearerAuth,
+        BodyReader,
+        ConcurrencyLimit,
+    ]
     for reader in (ContentTypeGuard, JsonBodyGuard, ErrorBodies):
         assert order.index(reader) > order.index(ConcurrencyLimit)
 
