@@ -316,8 +316,12 @@ async def live(request: Request) -> JSONResponse:
 
 async def ready(request: Request) -> JSONResponse:
     try:
-        bentoml.get_current_service()
+        service = bentoml.get_current_service()
     except bentoml.exceptions.BentoMLException:
+        return JSONResponse({"ready": False}, status_code=503)
+    # As /readyz: not ready once a worker of this server failed to start.
+    is_ready = getattr(service, "__is_ready__", None)
+    if is_ready is not None and not await is_ready():
         return JSONResponse({"ready": False}, status_code=503)
     return JSONResponse({"ready": True})
 

@@ -29,6 +29,7 @@ from loan_preprocessing.model_store import PIPELINE_FILE
 from loan_preprocessing.schema import EXAMPLE_APPLICATION, FEATURE_COLUMNS, ID_COLUMN
 from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER
 from loan_preprocessing.serving.open_inference import INFER_PATH, INPUT_DATATYPES
+from loan_preprocessing.serving.server_runtime import FAILED_FILE, RUNTIME_ENV
 from tests.conftest import REAL_TEST_CSV, SAMPLE_CSV, require_real_data
 from tests.support.server import ROOT, RunningServer, bentoml_serve
 
@@ -148,6 +149,19 @@ def probe(server: RunningServer, path: str, timeout: float) -> int | None:
         return httpx.get(f"{server.url}{path}", timeout=timeout).status_code
     except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
         return None
+
+
+def test_readiness_says_no_once_any_worker_failed_to_start(two_workers):
+    """What a worker that cannot start records, written here as it would: the
+    running workers' probes say not ready (the server then stops)."""
+    # A worker's environment: the main process set the variable after it started.
+    _, folder, _ = workers(two_workers)[0].environ()[RUNTIME_ENV].split(" ", 2)
+    assert httpx.get(f"{two_workers.url}/readyz", timeout=30).status_code == 200
+    (Path(folder) / FAILED_FILE).write_text("ModelLoadError: written by the test")
+    for _ in range(10):  # a new connection each: both workers answer
+        assert httpx.get(f"{two_workers.url}/readyz", timeout=30).status_code == 503
+        assert httpx.get(f"{two_workers.url}/v2/health/ready", timeout=30).status_code == 503
+        assert httpx.get(f"{two_workers.url}/livez", timeout=30).status_code == 200
 
 
 @pytest.mark.parametrize(
