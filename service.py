@@ -12,30 +12,27 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import bentoml
 from bentoml.validators import ContentType
 from pydantic import SerializeAsAny
-from starlette.responses import JSONResponse, Response
 
-from loan_preprocessing.batch.csv_output import decisions_to_csv
-from loan_preprocessing.columns import ValidatedColumns
-from loan_preprocessing.csv_columns import parse_csv_columns
-from loan_preprocessing.csv_rows import CsvValidationError
-from loan_preprocessing.decide import ColumnDecisions, Scorer, Unscored, UnscoredRowError
-from loan_preprocessing.model_store import get_model, tag_to_serve
+from loan_preprocessing.decide import ColumnDecisions, Scorer
+from loan_preprocessing.inputs.columns import ValidatedColumns
+from loan_preprocessing.model.store import get_model, tag_to_serve
 from loan_preprocessing.schema import Decision, LoanApplication, predict_request_model
 from loan_preprocessing.serving import open_inference, request_metrics
 from loan_preprocessing.serving import timeout as request_timeout
+from loan_preprocessing.serving.csv_upload import answer_csv_upload
 from loan_preprocessing.serving.heap import freeze_startup_heap
 from loan_preprocessing.serving.log_filter import quiet_validation_tracebacks
 from loan_preprocessing.serving.metrics import (
+    count_validation_failures,
     domain_metrics,
-    failed_fields,
     use_server_multiproc_dir,
 )
-from loan_preprocessing.serving.prediction_log import PredictionLog
+from loan_preprocessing.serving.recording import DecisionRecorder
 from loan_preprocessing.serving.server_runtime import (
     server_runtime,
     start_server_runtime,
@@ -126,13 +123,9 @@ class LoanApproval:
         quiet_validation_tracebacks()
         self.scorer = _load_scorer()
         self.model_version = self.scorer.tag.partition(":")[2]
-        self.metrics = domain_metrics()
-        self.metrics.model_info.labels(model_tag=self.scorer.tag).set(1)
-        self.log = (
-            PredictionLog(SETTINGS.prediction_log, SETTINGS.prediction_log_loan_id)
-            if SETTINGS.prediction_log
-            else None
-        )
+        metrics = domain_metrics()
+        metrics.model_info.labels(model_tag=self.scorer.tag).set(1)
+        self.recorder = DecisionRecorder(SETTINGS, self.scorer.tag, metrics)
         freeze_startup_heap()
 
     @bentoml.api(
@@ -148,7 +141,7 @@ class LoanApproval:
         # rows, less than handing it to a thread and back (measured 7-9% more
         # requests/s this way); one batch runs at a time anyway.
         decisions = self.scorer.decide(applications)
-        self._record(applications, decisions)
+        self.recorder.record(applications, decisions)
         return decisions
 
     @bentoml.api(route="/predict_csv")
@@ -161,59 +154,16 @@ class LoanApproval:
         The part's own Content-Type is not checked: curl sends
         application/octet-stream and Excel-era browsers application/vnd.ms-excel;
         the parse decides."""
-        try:
-            columns = parse_csv_columns(file, max_rows=SETTINGS.max_applications)
-        except CsvValidationError as exc:
-            return JSONResponse(  # type: ignore[return-value]
-                status_code=400,
-                content={
-                    "error": str(exc),
-                    "detail": [
-                        {"line": p.line, "column": p.column, "msg": p.message} for p in exc.problems
-                    ],
-                    "total": exc.total,
-                },
-            )
-        try:
-            decided = self.decide_columns(columns)
-        except UnscoredRowError:
-            return JSONResponse(  # type: ignore[return-value]
-                status_code=500,
-                content={"error": "the model could not score every row; see the server log"},
-            )
-        return Response(  # type: ignore[return-value]
-            decisions_to_csv(decided), media_type="text/csv"
+        return answer_csv_upload(  # type: ignore[return-value]
+            file, SETTINGS.max_applications, self.decide_columns
         )
 
     def decide_columns(self, columns: ValidatedColumns) -> ColumnDecisions:
         """Decide applications held as columns (the V2 endpoint, CSV uploads),
         recorded as /predict records its decisions."""
         decided = self.scorer.decide_columns(columns)
-        self.metrics.record_decisions(decided.statuses, decided.probabilities)
-        if self.log is not None:
-            self.log.write(self.scorer.tag, list(columns.applications()), decided.decisions())
+        self.recorder.record_columns(columns, decided)
         return decided
-
-    def _record(self, applications: list[LoanApplication], decisions: list[Decision]) -> None:
-        if any(isinstance(d, Unscored) for d in decisions):
-            kept = [
-                (a, d)
-                for a, d in zip(applications, decisions, strict=True)
-                if not isinstance(d, Unscored)
-            ]
-            self.metrics.unscored_rows.inc(len(decisions) - len(kept))
-            applications = [a for a, _ in kept]
-            decisions = [d for _, d in kept]
-        self.metrics.record_decisions(
-            [d.Loan_Status for d in decisions], [d.probability for d in decisions]
-        )
-        if self.log is not None and decisions:
-            self.log.write(self.scorer.tag, applications, decisions)
-
-
-def _count_validation_failures(detail: list[dict[str, Any]]) -> None:
-    for field in failed_fields(detail):
-        domain_metrics().validation_failures.labels(field=field).inc()
 
 
 # mypy cannot follow class decorators: LoanApproval is a bentoml.Service here.
@@ -222,5 +172,5 @@ add_middleware(
     SETTINGS,
     media_types=MEDIA_TYPES,
     model_tag=_serving_tag,
-    on_validation_failure=_count_validation_failures,
+    on_validation_failure=count_validation_failures,
 )

@@ -42,8 +42,22 @@ from loan_preprocessing.data import (
     read_applications,
 )
 from loan_preprocessing.environment import PROJECT_ROOT, apply_project_defaults
-from loan_preprocessing.features import model_inputs
-from loan_preprocessing.model_store import MODEL_INPUTS_KEY, MODEL_NAME, save_pipeline
+from loan_preprocessing.explanations.reasons import METADATA_KEY as REASONS_METADATA_KEY
+from loan_preprocessing.explanations.reasons import (
+    REFERENCE_FILE,
+    ReferencePopulation,
+    build_reference,
+)
+from loan_preprocessing.model.features import model_inputs
+from loan_preprocessing.model.search import (
+    DECISION_THRESHOLD,
+    PARAM_GRID,
+    SEARCH_FOLDS,
+    SEARCH_SCORING,
+    make_search,
+    search_folds,
+)
+from loan_preprocessing.model.store import MODEL_INPUTS_KEY, MODEL_NAME, save_pipeline
 from loan_preprocessing.operations.drift import PROFILE_FILE, build_reference_profile
 from loan_preprocessing.operations.fairness import (
     DEFAULT_MIN_ADVERSE_IMPACT_RATIO,
@@ -60,21 +74,11 @@ from loan_preprocessing.operations.report import (
     build_report,
     write_report,
 )
-from loan_preprocessing.reasons import METADATA_KEY as REASONS_METADATA_KEY
-from loan_preprocessing.reasons import REFERENCE_FILE, ReferencePopulation, build_reference
 from loan_preprocessing.schema import (
     CATEGORY_LEVELS,
     FEATURE_COLUMNS,
     NUMERIC_COLUMNS,
     REQUIRED_COLUMNS,
-)
-from loan_preprocessing.search import (
-    DECISION_THRESHOLD,
-    PARAM_GRID,
-    SEARCH_FOLDS,
-    SEARCH_SCORING,
-    make_search,
-    search_folds,
 )
 
 HOLDOUT_SHARE: Final = 0.2

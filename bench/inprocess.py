@@ -37,8 +37,8 @@ def measure(tag: str, rows: list[dict]) -> dict[str, dict[str, float]]:
     (the service before the fast path); the fast path the service uses; and the
     whole decision, reasons of the rejections included (Scorer.decide)."""
     from loan_preprocessing.decide import Scorer
-    from loan_preprocessing.features import applications_predictor, to_feature_frame
-    from loan_preprocessing.model_store import get_model, load_pipeline
+    from loan_preprocessing.model.features import applications_predictor, to_feature_frame
+    from loan_preprocessing.model.store import get_model, load_pipeline
     from loan_preprocessing.schema import LoanApplication
 
     pipeline = load_pipeline(get_model(tag))
@@ -64,7 +64,7 @@ def measure(tag: str, rows: list[dict]) -> dict[str, dict[str, float]]:
 
 def _frame_and_predict_proba(pipeline: Any, applications: list[Any]) -> object:
     """The classic path: a DataFrame per call, then the pipeline."""
-    from loan_preprocessing.features import to_feature_frame
+    from loan_preprocessing.model.features import to_feature_frame
 
     return pipeline.predict_proba(to_feature_frame([a.model_dump() for a in applications]))
 

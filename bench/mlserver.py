@@ -21,7 +21,7 @@ from typing import Final
 import joblib
 
 from loan_preprocessing.environment import PROJECT_ROOT
-from loan_preprocessing.model_store import MODEL_NAME, get_model, load_pipeline
+from loan_preprocessing.model.store import MODEL_NAME, get_model, load_pipeline
 from tests.support.server import RunningServer, free_port, stop, wait_ready
 
 VENV: Final = PROJECT_ROOT / "bench" / "results" / "mlserver-venv"

@@ -20,7 +20,7 @@ import sklearn
 
 from loan_preprocessing.data import DEFAULT_DATA_PATH, file_sha256
 from loan_preprocessing.environment import PROJECT_ROOT
-from loan_preprocessing.model_store import MODEL_NAME
+from loan_preprocessing.model.store import MODEL_NAME
 
 REAL_TRAINING_CSV: Final = (
     PROJECT_ROOT.parent / "shared" / "data" / "loan-prediction" / "training.csv"
@@ -29,9 +29,9 @@ REAL_TEST_CSV: Final = REAL_TRAINING_CSV.with_name("test.csv")
 # The files whose change can change the trained model.
 TRAINING_CODE: Final = (
     "train.py",
-    "loan_preprocessing/search.py",
-    "loan_preprocessing/features.py",
-    "loan_preprocessing/reasons.py",
+    "loan_preprocessing/model/search.py",
+    "loan_preprocessing/model/features.py",
+    "loan_preprocessing/explanations/reasons.py",
 )
 # One OpenMP thread: on this tiny data set the histogram booster spends more time
 # synchronising threads than computing (about 8x slower with two threads on two

@@ -46,10 +46,10 @@ from threadpoolctl import threadpool_limits
 
 from loan_preprocessing.batch import score_csv, spark_job
 from loan_preprocessing.batch.arrow_columns import parse_arrow_csv
-from loan_preprocessing.batch.csv_output import REASONS_COLUMN
-from loan_preprocessing.csv_rows import iter_csv_applications, open_csv_text
+from loan_preprocessing.csv_output import REASONS_COLUMN
 from loan_preprocessing.environment import apply_project_defaults
-from loan_preprocessing.features import to_feature_frame
+from loan_preprocessing.inputs.csv_rows import iter_csv_applications, open_csv_text
+from loan_preprocessing.model.features import to_feature_frame
 from loan_preprocessing.schema import ID_COLUMN, TARGET_COLUMN
 from loan_preprocessing.synthetic import generate_applications
 

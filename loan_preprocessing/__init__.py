@@ -1,7 +1,9 @@
 """The loan-approval model and its inputs, shared by training, serving and batch scoring.
 
-Top level: the schema, features, trees, decision rule and model store. Subpackages
-say who else may use a module: `serving/` only the HTTP service, `operations/`
-what an operator runs on stored models and logs, `batch/` scoring outside the
-service. A subpackage imports from the top level, never from a sibling.
+Grouped by layer, lowest first (docs/layout.md; tests/test_layers.py enforces it):
+the contract at the top level (schema, reason_codes, environment); `inputs/` and
+`model/`; `explanations/`; the decision path and what every path shares at the top
+level (decide, csv_output, data, synthetic); `records/`; and the applications
+`serving/`, `batch/` and `operations/`. A module imports its own part and the
+layers below, never a layer above, and sibling subpackages never meet.
 """

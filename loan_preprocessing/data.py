@@ -9,7 +9,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from loan_preprocessing.features import to_feature_frame
+from loan_preprocessing.model.features import to_feature_frame
 from loan_preprocessing.schema import APPROVED, FEATURE_COLUMNS, ID_COLUMN, REJECTED, TARGET_COLUMN
 
 DEFAULT_DATA_PATH: Final = Path(__file__).resolve().parent.parent / "data" / "loan_sample.csv"

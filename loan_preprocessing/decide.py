@@ -16,11 +16,17 @@ import numpy as np
 from pydantic import model_serializer
 from sklearn.pipeline import Pipeline
 
-from loan_preprocessing.columns import ValidatedColumns
-from loan_preprocessing.features import columns_model_inputs_function, model_inputs_function
-from loan_preprocessing.model_store import load_pipeline, model_metadata
+from loan_preprocessing.explanations.reasons import (
+    ReasonExplainer,
+    ReferencePopulation,
+    load_reference,
+)
+from loan_preprocessing.inputs.columns import ValidatedColumns
+from loan_preprocessing.model.features import columns_model_inputs_function, model_inputs_function
+from loan_preprocessing.model.search import DECISION_THRESHOLD
+from loan_preprocessing.model.store import load_pipeline, model_metadata
+from loan_preprocessing.model.tree_ensemble import VectorizedBooster, unsupported_reason
 from loan_preprocessing.reason_codes import REASON_SEPARATOR
-from loan_preprocessing.reasons import ReasonExplainer, ReferencePopulation, load_reference
 from loan_preprocessing.schema import (
     APPROVED,
     ID_COLUMN,
@@ -30,8 +36,6 @@ from loan_preprocessing.schema import (
     Reason,
     decisions,
 )
-from loan_preprocessing.search import DECISION_THRESHOLD
-from loan_preprocessing.tree_ensemble import VectorizedBooster, unsupported_reason
 
 logger = logging.getLogger(__name__)
 

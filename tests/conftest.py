@@ -82,7 +82,7 @@ def real_test_rows() -> list[dict]:
 
 @pytest.fixture(scope="session")
 def real_model(real_model_tag: str):
-    from loan_preprocessing.model_store import get_model, load_pipeline
+    from loan_preprocessing.model.store import get_model, load_pipeline
 
     stored = get_model(real_model_tag)
     return stored, load_pipeline(stored)

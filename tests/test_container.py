@@ -26,7 +26,7 @@ from typing import Final
 
 import pytest
 
-from loan_preprocessing.model_store import MODEL_NAME, PIPELINE_FILE
+from loan_preprocessing.model.store import MODEL_NAME, PIPELINE_FILE
 from tests.support.server import ROOT
 
 BENTOML: Final = str(Path(sys.executable).with_name("bentoml"))
@@ -174,8 +174,8 @@ def test_exported_model_loads_with_the_store_checks(built_bento, real_model, tmp
     """The exported model directory is a model the service can load and verify."""
     import bentoml
 
-    from loan_preprocessing.features import to_feature_frame
-    from loan_preprocessing.model_store import load_pipeline
+    from loan_preprocessing.model.features import to_feature_frame
+    from loan_preprocessing.model.store import load_pipeline
     from loan_preprocessing.schema import EXAMPLE_APPLICATION
 
     stored, pipeline = real_model

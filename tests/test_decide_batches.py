@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loan_preprocessing.columns import ValidatedColumns, validate_columns
-from loan_preprocessing.features import to_feature_frame
+from loan_preprocessing.inputs.columns import ValidatedColumns, validate_columns
+from loan_preprocessing.model.features import to_feature_frame
 from loan_preprocessing.reason_codes import WHEN_NOT_PROVIDED
 from loan_preprocessing.schema import FEATURE_COLUMNS, ID_COLUMN, REJECTED
 from loan_preprocessing.synthetic import generate_applications

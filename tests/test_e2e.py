@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from loan_preprocessing.decide import Scorer
-from loan_preprocessing.features import to_feature_frame
+from loan_preprocessing.model.features import to_feature_frame
 from loan_preprocessing.schema import LoanApplication
 from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER
 from tests.conftest import TEST_REPORTS

@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loan_preprocessing.decide import Scorer
-from loan_preprocessing.features import MODEL_FEATURES, to_feature_frame
-from loan_preprocessing.model_store import (
+from loan_preprocessing.model.features import MODEL_FEATURES, to_feature_frame
+from loan_preprocessing.model.store import (
     MODEL_INPUTS_KEY,
     ModelLoadError,
     check_model_inputs,

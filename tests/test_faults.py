@@ -19,8 +19,8 @@ import yaml
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from loan_preprocessing.model_store import MODEL_INPUTS_KEY, PIPELINE_FILE
-from loan_preprocessing.reasons import REFERENCE_FILE
+from loan_preprocessing.explanations.reasons import REFERENCE_FILE
+from loan_preprocessing.model.store import MODEL_INPUTS_KEY, PIPELINE_FILE
 from tests.conftest import SAMPLE_CSV
 from tests.support.server import BENTOML, ROOT, free_port
 

@@ -14,14 +14,14 @@ import pytest
 from sklearn.model_selection import RepeatedStratifiedKFold, cross_validate
 
 from loan_preprocessing.data import features_and_target, read_applications
-from loan_preprocessing.features import to_feature_frame
+from loan_preprocessing.model.features import to_feature_frame
+from loan_preprocessing.model.search import make_search
 from loan_preprocessing.operations.fairness import (
     AUDITED_ATTRIBUTES,
     DEFAULT_MIN_ADVERSE_IMPACT_RATIO,
     FAIRNESS_KEY,
     below_floor,
 )
-from loan_preprocessing.search import make_search
 from tests.conftest import REAL_TRAINING_CSV
 
 pytestmark = pytest.mark.real_data

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from loan_preprocessing.data import features_and_target
-from loan_preprocessing.features import to_feature_frame
+from loan_preprocessing.model.features import to_feature_frame
+from loan_preprocessing.model.search import make_search
 from loan_preprocessing.schema import (
     CATEGORY_LEVELS,
     MAX_LOAN_AMOUNT,
@@ -24,7 +25,6 @@ from loan_preprocessing.schema import (
     REQUIRED_COLUMNS,
     LoanApplication,
 )
-from loan_preprocessing.search import make_search
 from loan_preprocessing.synthetic import generate_applications
 
 

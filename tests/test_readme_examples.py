@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from loan_preprocessing.batch.csv_output import CSV_COLUMNS
+from loan_preprocessing.csv_output import CSV_COLUMNS
 from tests.support.server import ROOT, bentoml_serve
 
 pytestmark = pytest.mark.e2e

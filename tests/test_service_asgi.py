@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from loan_preprocessing.batch.csv_output import CSV_COLUMNS, REASON_SEPARATOR
-from loan_preprocessing.features import to_feature_frame
-from loan_preprocessing.model_store import get_model, load_pipeline
+from loan_preprocessing.csv_output import CSV_COLUMNS, REASON_SEPARATOR
+from loan_preprocessing.model.features import to_feature_frame
+from loan_preprocessing.model.store import get_model, load_pipeline
 from loan_preprocessing.schema import EXAMPLE_APPLICATION
 from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER
 

@@ -9,8 +9,8 @@ import sklearn
 
 import train
 from loan_preprocessing.data import features_and_target, file_sha256, read_applications
-from loan_preprocessing.features import model_inputs
-from loan_preprocessing.model_store import MODEL_INPUTS_KEY, MODEL_NAME, get_model, load_pipeline
+from loan_preprocessing.model.features import model_inputs
+from loan_preprocessing.model.store import MODEL_INPUTS_KEY, MODEL_NAME, get_model, load_pipeline
 from loan_preprocessing.operations.fairness import AUDITED_ATTRIBUTES, FAIRNESS_KEY, below_floor
 from loan_preprocessing.schema import FEATURE_COLUMNS, PROTECTED_ATTRIBUTES
 from tests.conftest import SAMPLE_CSV, TEST_REPORTS
@@ -76,7 +76,7 @@ def test_out_of_fold_predictions_are_the_searchs_own(sample_model):
     hyperparameters: fold by fold they score what the search's CV scored."""
     from sklearn.metrics import roc_auc_score
 
-    from loan_preprocessing.search import make_search, search_folds
+    from loan_preprocessing.model.search import make_search, search_folds
 
     features, target = features_and_target(read_applications(SAMPLE_CSV))
     search = make_search(seed=3, verbose=0).fit(features, target)
@@ -88,7 +88,7 @@ def test_out_of_fold_predictions_are_the_searchs_own(sample_model):
 
 
 def test_stored_pipeline_loads_and_predicts(sample_model):
-    from loan_preprocessing.features import to_feature_frame
+    from loan_preprocessing.model.features import to_feature_frame
     from loan_preprocessing.schema import EXAMPLE_APPLICATION
 
     pipeline = load_pipeline(get_model(str(sample_model.tag)))

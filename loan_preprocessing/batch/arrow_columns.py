@@ -6,7 +6,7 @@ what csv_rows says it means (csv_columns.py):
 
 - a number cell in the form JSON writes numbers (csv_rows.NUMBER_PATTERN, no
   spaces) is converted by Arrow's cast, which rounds exactly as Python's
-  float() does (tests/test_csv_columns.py checks both on generated numbers);
+  float() does (tests/inputs/test_csv_columns.py checks both on generated numbers);
 - every other cell goes through csv_rows' own functions, once per distinct value.
 
 Where Arrow and the csv module could read a file differently (a line of only
@@ -30,15 +30,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from loan_preprocessing.columns import CodedColumn, Column, ValidatedColumns
-from loan_preprocessing.csv_columns import (
+from loan_preprocessing.inputs.columns import CodedColumn, Column, ValidatedColumns
+from loan_preprocessing.inputs.csv_columns import (
     CellColumns,
     cell_columns,
     coded_cells,
     parse_csv_columns,
     raise_row_errors,
 )
-from loan_preprocessing.csv_rows import (
+from loan_preprocessing.inputs.csv_rows import (
     IGNORED_COLUMNS,
     NUMBER_PATTERN,
     NUMERIC_COLUMNS,

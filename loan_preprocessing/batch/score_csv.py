@@ -33,15 +33,15 @@ from pathlib import Path
 from typing import IO, Final, NoReturn
 
 from loan_preprocessing.batch.arrow_columns import iter_cell_columns, open_stream
-from loan_preprocessing.batch.csv_output import CSV_COLUMNS, column_csv_lines
-from loan_preprocessing.csv_rows import (
+from loan_preprocessing.csv_output import CSV_COLUMNS, column_csv_lines
+from loan_preprocessing.decide import Scorer, UnscoredRowError
+from loan_preprocessing.inputs.csv_rows import (
     HEADER_LINE,
     CsvProblem,
     CsvValidationError,
     iter_csv_applications,
 )
-from loan_preprocessing.decide import Scorer, UnscoredRowError
-from loan_preprocessing.model_store import MODEL_NAME, ModelLoadError, get_model
+from loan_preprocessing.model.store import MODEL_NAME, ModelLoadError, get_model
 
 OUTPUT_COLUMNS: Final = CSV_COLUMNS
 DEFAULT_CHUNK_SIZE: Final = 10_000

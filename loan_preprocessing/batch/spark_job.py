@@ -50,24 +50,24 @@ import numpy as np
 import pandas as pd
 
 import loan_preprocessing
-from loan_preprocessing.batch.csv_output import (
+from loan_preprocessing.csv_output import (
     FORMULA_ESCAPE,
     FORMULA_TRIGGERS,
     REASONS_COLUMN,
     reason_codes_cell,
 )
-from loan_preprocessing.columns import CodedColumn, ValidatedColumns
-from loan_preprocessing.csv_columns import CellColumns, cell_columns
-from loan_preprocessing.csv_rows import (
+from loan_preprocessing.decide import Scorer, Unscored, UnscoredRowError
+from loan_preprocessing.environment import apply_project_defaults
+from loan_preprocessing.inputs.columns import CodedColumn, ValidatedColumns
+from loan_preprocessing.inputs.csv_columns import CellColumns, cell_columns
+from loan_preprocessing.inputs.csv_rows import (
     Cell,
     CsvValidationError,
     application_from_record,
     check_header,
     read_value,
 )
-from loan_preprocessing.decide import Scorer, Unscored, UnscoredRowError
-from loan_preprocessing.environment import apply_project_defaults
-from loan_preprocessing.model_store import MODEL_NAME, ModelLoadError, get_model, load_pipeline
+from loan_preprocessing.model.store import MODEL_NAME, ModelLoadError, get_model, load_pipeline
 from loan_preprocessing.schema import FEATURE_COLUMNS, ID_COLUMN, TARGET_COLUMN
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from loan_preprocessing.features import to_feature_frame
+from loan_preprocessing.model.features import to_feature_frame
 from loan_preprocessing.schema import (
     APPROVED,
     CATEGORICAL_COLUMNS,
@@ -190,7 +190,7 @@ def read_prediction_logs(paths: Iterable[Path]) -> LoggedApplications:
 
 def load_model_profile(tag: str) -> tuple[str, dict[str, Any]]:
     """(full tag, profile) of a stored model."""
-    from loan_preprocessing.model_store import get_model
+    from loan_preprocessing.model.store import get_model
 
     model = get_model(tag)
     path = Path(model.path_of(PROFILE_FILE))

@@ -39,7 +39,7 @@ from fairlearn.metrics import (
     true_positive_rate,
 )
 
-from loan_preprocessing.model_store import ModelLoadError, get_model
+from loan_preprocessing.model.store import ModelLoadError, get_model
 from loan_preprocessing.operations.drift import read_prediction_logs, single_model_tag
 from loan_preprocessing.schema import CATEGORY_LEVELS, PROTECTED_ATTRIBUTES, PROXY_ATTRIBUTES
 

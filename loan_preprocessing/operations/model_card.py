@@ -17,7 +17,9 @@ from sklearn.pipeline import Pipeline
 from skops.card import Card
 
 from loan_preprocessing.data import DEFAULT_DATA_PATH, file_sha256
-from loan_preprocessing.features import NOT_MODEL_INPUTS
+from loan_preprocessing.explanations.reasons import METADATA_KEY as REASONS_METADATA_KEY
+from loan_preprocessing.explanations.reasons import MIN_REASON_LOG_ODDS
+from loan_preprocessing.model.features import NOT_MODEL_INPUTS
 from loan_preprocessing.operations.fairness import (
     ADVERSE_IMPACT_RATIO,
     APPROVAL_RATE,
@@ -32,8 +34,6 @@ from loan_preprocessing.operations.fairness import (
 )
 from loan_preprocessing.operations.report import APPROVAL_BY_GROUP_FILE, STORE_REPORT_DIR
 from loan_preprocessing.reason_codes import MAX_REASONS, REASON_CODES
-from loan_preprocessing.reasons import METADATA_KEY as REASONS_METADATA_KEY
-from loan_preprocessing.reasons import MIN_REASON_LOG_ODDS
 from loan_preprocessing.schema import PROHIBITED_BASIS_RULE
 
 CARD_FILE: Final = "model_card.md"
@@ -246,7 +246,7 @@ def gaps_table(audit: Mapping[str, Any]) -> dict[str, list[Any]]:
 
 def how_decisions_are_explained(metadata: Mapping[str, Any]) -> str:
     """The section on explanations: what every rejection carries and how it is
-    computed (loan_preprocessing/reasons.py; README, "Why a rejection")."""
+    computed (loan_preprocessing/explanations/reasons.py; README, "Why a rejection")."""
     reference = metadata.get(REASONS_METADATA_KEY) or {}
     codes = "\n".join(
         f"| `{r.code}` | {r.text} | {', '.join(f'`{f}`' for f in r.fields)} |" for r in REASON_CODES

@@ -29,9 +29,9 @@ from sklearn.metrics import (
 )
 from sklearn.pipeline import Pipeline
 
+from loan_preprocessing.model.search import SEARCH_SCORING
 from loan_preprocessing.operations.fairness import DEFAULT_MIN_ADVERSE_IMPACT_RATIO
 from loan_preprocessing.schema import APPROVED, FEATURE_COLUMNS, REJECTED
-from loan_preprocessing.search import SEARCH_SCORING
 
 # Folder of the report inside the model's folder in the store.
 STORE_REPORT_DIR: Final = "report"

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import bentoml
 
-from loan_preprocessing.model_store import MODEL_NAME, ModelLoadError, get_model
+from loan_preprocessing.model.store import MODEL_NAME, ModelLoadError, get_model
 from loan_preprocessing.operations.drift import PROFILE_FILE
 from loan_preprocessing.operations.fairness import FAIRNESS_KEY
 from loan_preprocessing.operations.model_card import CARD_FILE

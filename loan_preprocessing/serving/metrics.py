@@ -121,6 +121,12 @@ def failed_fields(error_detail: Iterable[dict[str, Any]]) -> list[str]:
     return fields
 
 
+def count_validation_failures(error_detail: Iterable[dict[str, Any]]) -> None:
+    """Count a refused request's problems by the field each names."""
+    for field in failed_fields(error_detail):
+        domain_metrics().validation_failures.labels(field=field).inc()
+
+
 def use_server_multiproc_dir(server_pid: int, environ: Any = os.environ) -> Path | None:
     """In a BentoML worker, move prometheus_client's multiprocess directory to one
     of this server's own, `<BentoML's directory>.<server pid>-<its start time>`,

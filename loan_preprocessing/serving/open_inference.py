@@ -24,9 +24,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Match, Route
 
-from loan_preprocessing.columns import RULES, ColumnsValidationError, validate_columns
 from loan_preprocessing.decide import ColumnDecisions, UnscoredRowError
-from loan_preprocessing.model_store import MODEL_NAME
+from loan_preprocessing.inputs.columns import RULES, ColumnsValidationError, validate_columns
+from loan_preprocessing.model.store import MODEL_NAME
 from loan_preprocessing.schema import BATCH_COLUMNS, ID_COLUMN, TARGET_COLUMN
 
 MOUNT: Final = "/v2"

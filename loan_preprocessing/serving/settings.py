@@ -10,7 +10,7 @@ from typing import Annotated, Final
 from pydantic import PositiveFloat, PositiveInt, StringConstraints, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from loan_preprocessing.model_store import MODEL_NAME
+from loan_preprocessing.model.store import MODEL_NAME
 
 ENV_PREFIX: Final = "LOAN_"
 # Never shown in a message, even when refused.

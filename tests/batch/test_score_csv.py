@@ -10,8 +10,8 @@ import pytest
 
 from loan_preprocessing.batch import score_csv
 from loan_preprocessing.decide import Scorer
-from loan_preprocessing.features import to_feature_frame
-from loan_preprocessing.reasons import load_reference
+from loan_preprocessing.explanations.reasons import load_reference
+from loan_preprocessing.model.features import to_feature_frame
 from loan_preprocessing.schema import ID_COLUMN, TARGET_COLUMN
 from tests.conftest import REAL_TEST_CSV
 

@@ -18,9 +18,9 @@ import httpx
 import numpy as np
 import pytest
 
-from loan_preprocessing.batch.csv_output import neutralised
-from loan_preprocessing.features import to_feature_frame
-from loan_preprocessing.model_store import PIPELINE_FILE, ModelLoadError
+from loan_preprocessing.csv_output import neutralised
+from loan_preprocessing.model.features import to_feature_frame
+from loan_preprocessing.model.store import PIPELINE_FILE, ModelLoadError
 from loan_preprocessing.schema import APPROVED, ID_COLUMN, REJECTED, TARGET_COLUMN
 from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER
 from tests.conftest import REAL_TEST_CSV
@@ -35,7 +35,6 @@ if shutil.which("java") is None:
 pyspark = pytest.importorskip("pyspark", reason="PySpark ABSENT: install requirements/spark.txt")
 
 from loan_preprocessing.batch import spark_job  # noqa: E402
-from loan_preprocessing.batch.csv_output import REASON_SEPARATOR, REASONS_COLUMN  # noqa: E402
 from loan_preprocessing.batch.spark_job import (  # noqa: E402
     ERROR_COLUMN,
     MODEL_TAG_COLUMN,
@@ -43,6 +42,7 @@ from loan_preprocessing.batch.spark_job import (  # noqa: E402
     REJECTED_DIR,
     SCORED_DIR,
 )
+from loan_preprocessing.csv_output import REASON_SEPARATOR, REASONS_COLUMN  # noqa: E402
 
 SPARK_MASTER: Final = "local[2]"
 # Optional columns the Parquet test file leaves out (the first three) or sends

@@ -11,14 +11,14 @@ import pyarrow as pa
 import pytest
 
 from loan_preprocessing.batch import spark_job
-from loan_preprocessing.batch.csv_output import reason_codes_cell
-from loan_preprocessing.csv_rows import (
+from loan_preprocessing.csv_output import reason_codes_cell
+from loan_preprocessing.decide import Scorer
+from loan_preprocessing.explanations.reasons import load_reference
+from loan_preprocessing.inputs.csv_rows import (
     CsvValidationError,
     application_from_record,
     read_value,
 )
-from loan_preprocessing.decide import Scorer
-from loan_preprocessing.reasons import load_reference
 from loan_preprocessing.schema import ID_COLUMN
 from tests.conftest import REAL_TEST_CSV
 

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from loan_preprocessing.data import read_applications
-from loan_preprocessing.features import to_feature_frame
-from loan_preprocessing.model_store import get_model
+from loan_preprocessing.model.features import to_feature_frame
+from loan_preprocessing.model.store import get_model
 from loan_preprocessing.operations import drift
 from loan_preprocessing.operations.drift import (
     BINNED_COLUMNS,

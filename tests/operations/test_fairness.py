@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from loan_preprocessing.decide import Scorer
-from loan_preprocessing.model_store import get_model
+from loan_preprocessing.model.store import get_model
 from loan_preprocessing.operations import fairness
 from loan_preprocessing.operations.fairness import (
     ADVERSE_IMPACT_RATIO,

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from loan_preprocessing.features import NOT_MODEL_INPUTS
-from loan_preprocessing.model_store import get_model
+from loan_preprocessing.explanations.reasons import METADATA_KEY as REASONS_METADATA_KEY
+from loan_preprocessing.explanations.reasons import MIN_REASON_LOG_ODDS
+from loan_preprocessing.model.features import NOT_MODEL_INPUTS
+from loan_preprocessing.model.store import get_model
 from loan_preprocessing.operations import versions
 from loan_preprocessing.operations.fairness import AUDITED_ATTRIBUTES, FAIRNESS_KEY
 from loan_preprocessing.operations.model_card import (
@@ -21,8 +23,6 @@ from loan_preprocessing.operations.model_card import (
     SYNTHETIC_DATA,
 )
 from loan_preprocessing.reason_codes import REASON_CODES
-from loan_preprocessing.reasons import METADATA_KEY as REASONS_METADATA_KEY
-from loan_preprocessing.reasons import MIN_REASON_LOG_ODDS
 from tests.conftest import REAL_TRAINING_CSV, SAMPLE_CSV
 from tests.support.trained import SAMPLE_SEED, sample_model_with_report
 

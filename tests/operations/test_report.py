@@ -11,8 +11,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import train_test_split
 
 from loan_preprocessing.data import features_and_target, read_applications
-from loan_preprocessing.features import build_pipeline
-from loan_preprocessing.model_store import get_model
+from loan_preprocessing.model.features import build_pipeline
+from loan_preprocessing.model.store import get_model
 from loan_preprocessing.operations.drift import PROFILE_FILE
 from loan_preprocessing.operations.fairness import AUDITED_ATTRIBUTES, FAIRNESS_KEY, audit_decisions
 from loan_preprocessing.operations.report import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from loan_preprocessing.model_store import get_model
+from loan_preprocessing.model.store import get_model
 from loan_preprocessing.operations import versions
 from loan_preprocessing.schema import EXAMPLE_APPLICATION, PROTECTED_ATTRIBUTES
 from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER

@@ -22,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from loan_preprocessing.batch.csv_output import FORMULA_ESCAPE
+from loan_preprocessing.csv_output import FORMULA_ESCAPE
 from loan_preprocessing.schema import EXAMPLE_APPLICATION, FEATURE_COLUMNS, ID_COLUMN
 from loan_preprocessing.serving.guards import MAX_LISTED_PROBLEMS
 from loan_preprocessing.serving.metrics import FIELD_LABELS

@@ -25,7 +25,7 @@ import httpx
 import psutil
 import pytest
 
-from loan_preprocessing.model_store import PIPELINE_FILE
+from loan_preprocessing.model.store import PIPELINE_FILE
 from loan_preprocessing.schema import EXAMPLE_APPLICATION, FEATURE_COLUMNS, ID_COLUMN
 from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER
 from loan_preprocessing.serving.open_inference import INFER_PATH, INPUT_DATATYPES

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from loan_preprocessing.columns import (
+from loan_preprocessing.inputs.columns import (
     EXTRA_MESSAGE,
     MAX_REPORTED_PROBLEMS,
     MISSING_MESSAGE,

@@ -25,8 +25,9 @@ import bentoml
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from loan_preprocessing.features import DERIVED_FROM, MODEL_FEATURES
-from loan_preprocessing.model_store import ModelLoadError, model_metadata
+from loan_preprocessing.explanations.tree_shapley import TreeShapley
+from loan_preprocessing.model.features import DERIVED_FROM, MODEL_FEATURES
+from loan_preprocessing.model.store import ModelLoadError, model_metadata
 from loan_preprocessing.reason_codes import (
     CODES,
     FEATURE_REASONS,
@@ -35,7 +36,6 @@ from loan_preprocessing.reason_codes import (
     WHEN_NOT_PROVIDED,
 )
 from loan_preprocessing.schema import PROTECTED_ATTRIBUTES, Reason
-from loan_preprocessing.tree_shapley import TreeShapley
 
 REFERENCE_FILE: Final = "reason_reference.json"
 # The fields a reason may name: those the model reads (features.DERIVED_FROM),

@@ -20,7 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loan_preprocessing.data import read_applications
-from loan_preprocessing.features import DERIVED_FROM, MODEL_FEATURES, NOT_MODEL_INPUTS
+from loan_preprocessing.explanations.reasons import MIN_REASON_LOG_ODDS, reference_rows
+from loan_preprocessing.model.features import DERIVED_FROM, MODEL_FEATURES, NOT_MODEL_INPUTS
 from loan_preprocessing.reason_codes import (
     CODES,
     FEATURE_REASONS,
@@ -28,7 +29,6 @@ from loan_preprocessing.reason_codes import (
     REASON_CODES,
     WHEN_NOT_PROVIDED,
 )
-from loan_preprocessing.reasons import MIN_REASON_LOG_ODDS, reference_rows
 from loan_preprocessing.schema import (
     APPROVED,
     FEATURE_COLUMNS,
@@ -70,9 +70,9 @@ def test_the_readme_lists_every_code_with_its_text_and_fields():
 
 
 def test_a_table_naming_a_protected_characteristic_is_refused(real_model, monkeypatch):
-    import loan_preprocessing.reasons as reasons
+    import loan_preprocessing.explanations.reasons as reasons
+    from loan_preprocessing.explanations.reasons import ReasonExplainer, load_reference
     from loan_preprocessing.reason_codes import ReasonCode
-    from loan_preprocessing.reasons import ReasonExplainer, load_reference
 
     stored, pipeline = real_model
     bad = ReasonCode("MARITAL_STATUS", "Marital status", ("Married",))

@@ -10,7 +10,7 @@ from sklearn.base import clone
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from loan_preprocessing.data import features_and_target, read_applications
-from loan_preprocessing.features import (
+from loan_preprocessing.model.features import (
     DERIVED_FROM,
     MODEL_FEATURES,
     NOT_MODEL_INPUTS,
@@ -20,7 +20,7 @@ from loan_preprocessing.features import (
     model_inputs,
     to_feature_frame,
 )
-from loan_preprocessing.model_store import TRUSTED_TYPES
+from loan_preprocessing.model.store import TRUSTED_TYPES
 from loan_preprocessing.schema import (
     CATEGORICAL_COLUMNS,
     CATEGORY_LEVELS,

@@ -7,7 +7,7 @@ from typing import Any, Final
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-from loan_preprocessing.features import MONOTONIC_CONSTRAINTS, build_pipeline
+from loan_preprocessing.model.features import MONOTONIC_CONSTRAINTS, build_pipeline
 
 SEARCH_FOLDS: Final = 5
 SEARCH_SCORING: Final = "roc_auc"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from loan_preprocessing.csv_rows import (
+from loan_preprocessing.inputs.csv_rows import (
     MAX_REPORTED_PROBLEMS,
     CsvValidationError,
     parse_csv_applications,

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from loan_preprocessing import split_codes
-from loan_preprocessing.split_codes import SplitCodes, two_split_tree
+from loan_preprocessing.model import split_codes
+from loan_preprocessing.model.split_codes import SplitCodes, two_split_tree
 
 
 def _trees_and_rows(seed: int = 0):

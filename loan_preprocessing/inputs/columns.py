@@ -10,7 +10,7 @@ rule comes from `LoanApplication`'s own field metadata, never declared again:
 - a value the vectorised check refuses, or of a type it does not handle, is
   handed to pydantic alone, so each problem carries pydantic's own message.
 
-`tests/test_columns.py` proves with hypothesis that a row is refused here exactly
+`tests/inputs/test_columns.py` proves with hypothesis that a row is refused here exactly
 when `LoanApplication` refuses it, naming the same fields and messages.
 """
 

@@ -8,7 +8,7 @@ functions run once per distinct value of a column, and `columns.check_columns`
 applies LoanApplication's rules to the columns. Only the messages are left to
 the row path: a file with a refused row is read again by csv_rows (or the
 refused row alone is, in the Spark job), so every error names the line, column
-and words it always did. tests/test_csv_columns.py proves the two paths accept
+and words it always did. tests/inputs/test_csv_columns.py proves the two paths accept
 the same files and give the same values.
 """
 
@@ -21,14 +21,14 @@ from typing import NoReturn
 import numpy as np
 import pandas as pd
 
-from loan_preprocessing.columns import (
+from loan_preprocessing.inputs.columns import (
     CheckedColumns,
     CodedColumn,
     Column,
     ValidatedColumns,
     check_columns,
 )
-from loan_preprocessing.csv_rows import (
+from loan_preprocessing.inputs.csv_rows import (
     IGNORED_COLUMNS,
     CsvSource,
     open_csv_text,

@@ -21,8 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from loan_preprocessing.tree_ensemble import VectorizedBooster
-from loan_preprocessing.tree_shapley import TreeShapley
+from loan_preprocessing.explanations.tree_shapley import TreeShapley
+from loan_preprocessing.model.tree_ensemble import VectorizedBooster
 
 shap = pytest.importorskip("shap", reason="shap (requirements/dev.txt) is the test oracle")
 
@@ -32,7 +32,7 @@ EXACT = 1e-9
 def exact_shap(classifier: HistGradientBoostingClassifier, reference: np.ndarray, X: np.ndarray):
     """shap's exact interventional Shapley values of the raw score (log-odds),
     and its base value. VectorizedBooster.raw_predict is scikit-learn's
-    decision_function bit for bit (tests/test_tree_ensemble.py), only faster."""
+    decision_function bit for bit (tests/model/test_tree_ensemble.py), only faster."""
     masker = shap.maskers.Independent(reference, max_samples=len(reference))
     explainer = shap.explainers.Exact(VectorizedBooster(classifier).raw_predict, masker)
     explanation = explainer(X, silent=True)

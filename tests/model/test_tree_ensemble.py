@@ -16,9 +16,13 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-from loan_preprocessing.features import FastPredictor, application_columns, loan_feature_matrix
+from loan_preprocessing.model.features import (
+    FastPredictor,
+    application_columns,
+    loan_feature_matrix,
+)
+from loan_preprocessing.model.tree_ensemble import VectorizedBooster, unsupported_reason
 from loan_preprocessing.schema import LoanApplication
-from loan_preprocessing.tree_ensemble import VectorizedBooster, unsupported_reason
 
 
 def _fitted(seed: int = 0, n_features: int = 5, nan_rate: float = 0.2, **params):

@@ -11,8 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loan_preprocessing.batch.arrow_columns import parse_arrow_csv
-from loan_preprocessing.csv_columns import parse_csv_columns
-from loan_preprocessing.csv_rows import NUMBER_PATTERN, CsvValidationError, parse_csv_applications
+from loan_preprocessing.inputs.csv_columns import parse_csv_columns
+from loan_preprocessing.inputs.csv_rows import (
+    NUMBER_PATTERN,
+    CsvValidationError,
+    parse_csv_applications,
+)
 from loan_preprocessing.schema import FEATURE_COLUMNS, ID_COLUMN, REQUIRED_COLUMNS, TARGET_COLUMN
 
 # Per column: cells the schema accepts, and cells that test the reading rules

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from loan_preprocessing.batch.csv_output import (
+from loan_preprocessing.csv_output import (
     FORMULA_ESCAPE,
     FORMULA_TRIGGERS,
     decisions_to_csv,
@@ -39,7 +39,7 @@ def test_decisions_csv_neutralises_loan_ids():
     "loan_id", ["LP001", "a,b", 'say "hi"', "two\nlines", "cr\rhere", "=SUM(A1)", None, ""]
 )
 def test_column_lines_are_what_csv_writer_writes(loan_id):
-    from loan_preprocessing.batch.csv_output import column_csv_lines, column_csv_rows
+    from loan_preprocessing.csv_output import column_csv_lines, column_csv_rows
     from loan_preprocessing.decide import ColumnDecisions
     from loan_preprocessing.reason_codes import CODES
     from loan_preprocessing.schema import Reason

@@ -8,7 +8,7 @@ node tables and a batch walks all of them together with a handful of numpy
 operations per tree level. The rules are scikit-learn's (`x <= threshold` goes
 left, NaN follows `missing_go_to_left`), the leaf values are added tree by tree
 in the same order, and the link is the model's own, so the probabilities are the
-same floating-point numbers (tests/test_tree_ensemble.py).
+same floating-point numbers (tests/model/test_tree_ensemble.py).
 
 Large batches of a model whose trees split at most twice (ours) take another
 path: one side code per feature and row, then one table lookup and one addition
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from loan_preprocessing.split_codes import (
+from loan_preprocessing.model.split_codes import (
     MAX_TABLE_CELLS,
     DeeperTreeError,
     SplitCodes,

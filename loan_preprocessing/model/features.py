@@ -15,6 +15,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from loan_preprocessing.model.tree_ensemble import VectorizedBooster, unsupported_reason
 from loan_preprocessing.schema import (
     CATEGORICAL_COLUMNS,
     FEATURE_COLUMNS,
@@ -25,7 +26,6 @@ from loan_preprocessing.schema import (
     PROTECTED_ATTRIBUTES,
     LoanApplication,
 )
-from loan_preprocessing.tree_ensemble import VectorizedBooster, unsupported_reason
 
 # The most common term in the data; used only to compute the monthly
 # instalment when the term is missing.
@@ -174,7 +174,7 @@ class FastPredictor:
     """`predict_proba` of a fitted `build_pipeline` on validated applications, with
     the fitted steps called directly: the same features (`loan_feature_matrix`), the
     imputer's fitted medians and the same classifier on the same float64 matrix,
-    so the numbers are identical (tests/test_fast_path.py), without the pandas and
+    so the numbers are identical (tests/model/test_fast_path.py), without the pandas and
     input-validation overhead that dominates small batches. A boosted classifier
     is walked all trees at once (VectorizedBooster), same numbers again.
 

@@ -28,8 +28,8 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from loan_preprocessing.split_codes import SplitCodes, two_split_tree
-from loan_preprocessing.tree_ensemble import unsupported_reason
+from loan_preprocessing.model.split_codes import SplitCodes, two_split_tree
+from loan_preprocessing.model.tree_ensemble import unsupported_reason
 
 
 def _goes_left(values: np.ndarray, threshold: np.ndarray, missing_left: np.ndarray) -> np.ndarray:

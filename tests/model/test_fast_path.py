@@ -17,7 +17,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.preprocessing import StandardScaler
 
 from loan_preprocessing.data import features_and_target
-from loan_preprocessing.features import (
+from loan_preprocessing.model.features import (
     DEFAULT_TERM_MONTHS,
     MODEL_FEATURES,
     UNKNOWN_CREDIT_HISTORY,
@@ -27,8 +27,8 @@ from loan_preprocessing.features import (
     build_pipeline,
     to_feature_frame,
 )
+from loan_preprocessing.model.search import make_search
 from loan_preprocessing.schema import FEATURE_COLUMNS, ID_COLUMN, LoanApplication
-from loan_preprocessing.search import make_search
 from loan_preprocessing.synthetic import generate_applications
 
 

@@ -8,6 +8,7 @@ sha256 is recorded at save time and checked at load time.
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 from typing import Any, Final
 
@@ -16,7 +17,8 @@ import sklearn
 import skops.io
 from sklearn.pipeline import Pipeline
 
-from loan_preprocessing.features import MODEL_FEATURES
+from loan_preprocessing.model import features
+from loan_preprocessing.model.features import MODEL_FEATURES
 from loan_preprocessing.schema import PROTECTED_ATTRIBUTES
 
 MODEL_NAME: Final = "loan_approval"
@@ -28,8 +30,12 @@ MODEL_INPUTS_KEY: Final = "model_inputs"
 # Types skops does not trust by default but that our own pipeline contains:
 # the module-level functions of the feature step, numpy dtypes and the fitted
 # trees of the boosting model. Anything else in a file means it was not
-# written by train.py, and loading refuses it.
+# written by train.py, and loading refuses it. The feature functions are
+# trusted under the path models are saved with now and under the one that
+# models stored before the package layout name (LEGACY_FEATURES_MODULE).
 TRUSTED_TYPES: Final = (
+    "loan_preprocessing.model.features.add_loan_features",
+    "loan_preprocessing.model.features.model_feature_names",
     "loan_preprocessing.features.add_loan_features",
     "loan_preprocessing.features.model_feature_names",
     "numpy.dtype",
@@ -107,6 +113,7 @@ def load_pipeline(model: bentoml.Model) -> Pipeline:
             f"model {model.tag}: {path.name} contains types that are not trusted: "
             f"{', '.join(sorted(untrusted))}; refusing to load it"
         )
+    _alias_legacy_features_module()
     pipeline = skops.io.loads(payload, trusted=list(TRUSTED_TYPES))
     if not isinstance(pipeline, Pipeline):
         raise ModelLoadError(
@@ -114,6 +121,18 @@ def load_pipeline(model: bentoml.Model) -> Pipeline:
             f"{type(pipeline).__name__}, not a scikit-learn Pipeline"
         )
     return pipeline
+
+
+# Where the feature module lived before the package layout: skops files name a
+# function by module path, so a model stored then refers to it by this name.
+LEGACY_FEATURES_MODULE: Final = "loan_preprocessing.features"
+
+
+def _alias_legacy_features_module() -> None:
+    """Make the feature functions importable under their old module path, for the
+    loading of models stored before the layout (no file needs rewriting, so their
+    recorded sha256 still holds). Only the loader sees the old name."""
+    sys.modules.setdefault(LEGACY_FEATURES_MODULE, features)
 
 
 def check_model_inputs(tag: str, metadata: dict[str, Any]) -> None:
