@@ -53,8 +53,12 @@ serve: venv
 	$(BIN)/bentoml serve service:LoanApproval --host $(HOST) --port $(PORT)
 
 ## test: lint, then the whole test suite (end-to-end tests start their own servers)
-test: lint
+test: lint test-setup
 	$(BIN)/python -m pytest
+
+## test-setup: Debian's chromium and poppler-utils for the notice's print test (installed when root; else that test skips, saying why)
+test-setup:
+	@{ command -v chromium >/dev/null && command -v pdftotext >/dev/null; } || { [ "$$(id -u)" = 0 ] && { apt-get install -y chromium poppler-utils || { apt-get update && apt-get install -y chromium poppler-utils; }; }; } || echo "chromium or pdftotext is missing (sudo apt-get install chromium poppler-utils): the notice's print test will skip" >&2
 
 ## lint: ruff checks and mypy type checks
 lint: venv
@@ -130,4 +134,4 @@ clean:
 help:
 	@awk '/^## /{sub(/^## /,""); i=index($$0,": "); printf "  %-14s %s\n", substr($$0,1,i-1), substr($$0,i+2)}' $(MAKEFILE_LIST)
 
-.PHONY: venv train serve test lint format build image base-image image-archive versions drift fairness score bench spark-score bench-spark k8s-validate clean help
+.PHONY: venv train serve test test-setup lint format build image base-image image-archive versions drift fairness score bench spark-score bench-spark k8s-validate clean help

@@ -22,7 +22,7 @@ from loan_preprocessing.decide import ColumnDecisions, Scorer
 from loan_preprocessing.inputs.columns import ValidatedColumns
 from loan_preprocessing.model.store import get_model, tag_to_serve
 from loan_preprocessing.schema import Decision, LoanApplication, predict_request_model
-from loan_preprocessing.serving import open_inference, request_metrics
+from loan_preprocessing.serving import connection_balance, open_inference, request_metrics
 from loan_preprocessing.serving import timeout as request_timeout
 from loan_preprocessing.serving.csv_upload import answer_csv_upload
 from loan_preprocessing.serving.heap import freeze_startup_heap
@@ -51,6 +51,8 @@ request_metrics.install()
 # server's under BENTOML_HOME (see the function). The worker's parent is the
 # server's main process.
 use_server_multiproc_dir(os.getppid())
+if SETTINGS.balance_connections:  # before BentoML starts uvicorn in a worker
+    connection_balance.install(SETTINGS.workers)
 MEDIA_TYPES = {
     "/predict": "application/json",
     "/predict_csv": "multipart/form-data",

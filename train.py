@@ -2,15 +2,20 @@
 
     python train.py [--data PATH] [--seed N] [--min-roc-auc F | --allow-low-auc]
                     [--min-adverse-impact-ratio F | --allow-adverse-impact]
+                    [--cutoff F] [--auc-tolerance F] [--candidate NAME]
                     [--report-dir DIR]
 
-Steps: load the CSV, search hyperparameters by cross-validation on a training
-part, measure on held-out rows, search again on every row, audit the decisions
-for fairness on out-of-fold predictions, refuse a model below the ROC AUC floor or
-below the adverse-impact floor, and save it as `loan_approval:<version>` with its
-metrics, lineage and fairness audit, its training report (plots), its model card,
-the reference profile of its training data that drift reports compare with, and
-the reference population its rejections are explained against (reasons.py).
+Steps: load the CSV, search every candidate of the declared search space (feature
+sets x hyperparameter grid) in one pass over the search's folds, score each out of
+fold (quality and fairness at the cutoff) and pick one by the stated rule
+(operations/alternatives.py) unless --candidate names another; measure the chosen
+feature set on held-out rows and on the classic split, fit it on every row, run
+the proxy test, audit its out-of-fold decisions, refuse a model below the ROC AUC
+floor or below the adverse-impact floor, and save it as `loan_approval:<version>`
+with its metrics, lineage, frontier, selection, proxy test, cutoff and fairness
+audit, its training report (plots), its model card, the reference profile of its
+training data that drift reports compare with, and the reference population its
+rejections are explained against (reasons.py).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import platform
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,16 +54,33 @@ from loan_preprocessing.explanations.reasons import (
     ReferencePopulation,
     build_reference,
 )
-from loan_preprocessing.model.features import model_inputs
+from loan_preprocessing.model.features import MODEL_FEATURES, model_inputs
 from loan_preprocessing.model.search import (
+    ALL_INPUTS,
+    CANDIDATE_NAMES,
+    CANDIDATES,
     DECISION_THRESHOLD,
+    MONOTONIC_FEATURES,
     PARAM_GRID,
     SEARCH_FOLDS,
     SEARCH_SCORING,
+    Candidate,
+    fit_candidate,
     make_search,
+    search_candidates,
     search_folds,
 )
 from loan_preprocessing.model.store import MODEL_INPUTS_KEY, MODEL_NAME, save_pipeline
+from loan_preprocessing.operations.alternatives import (
+    CUTOFF_KEY,
+    DEFAULT_AUC_TOLERANCE,
+    PROXY_TEST_KEY,
+    SELECTION_KEY,
+    cutoff_curve,
+    proxy_test,
+    score_frontier,
+    select,
+)
 from loan_preprocessing.operations.drift import PROFILE_FILE, build_reference_profile
 from loan_preprocessing.operations.fairness import (
     DEFAULT_MIN_ADVERSE_IMPACT_RATIO,
@@ -106,14 +129,22 @@ class TrainingResult:
     holdout: Holdout | None = None
     # P(Y) of every row from the final search's folds (the row was not in the fit).
     out_of_fold: np.ndarray | None = None
+    # The candidate kept, the frontier and the rule's record, the cutoff curve.
+    candidate: Candidate = CANDIDATES[0]
+    selection: dict[str, Any] | None = None
+    cutoff_curve: dict[str, Any] | None = None
 
 
 def search_and_fit(
-    features: pd.DataFrame, target: np.ndarray, seed: int, verbose: int = 1
+    features: pd.DataFrame,
+    target: np.ndarray,
+    seed: int,
+    verbose: int = 1,
+    feature_set: Sequence[str] = MODEL_FEATURES,
 ) -> tuple[Pipeline, dict[str, Any]]:
-    """Grid search on the rows given (and only those); returns the best pipeline,
-    refitted on them, and its parameters."""
-    search = make_search(seed, verbose=verbose).fit(features, target)
+    """Grid search of one feature set on the rows given (and only those); returns
+    the best pipeline, refitted on them, and its parameters."""
+    search = make_search(seed, verbose=verbose, features=feature_set).fit(features, target)
     return search.best_estimator_, dict(search.best_params_)
 
 
@@ -132,29 +163,43 @@ def scores(target: np.ndarray, probability: np.ndarray, threshold: float) -> dic
 
 
 def train(
-    features: pd.DataFrame, target: np.ndarray, seed: int, verbose: int = 1
+    features: pd.DataFrame,
+    target: np.ndarray,
+    seed: int,
+    verbose: int = 1,
+    cutoff: float = DECISION_THRESHOLD,
+    auc_tolerance: float = DEFAULT_AUC_TOLERANCE,
+    keep: str | None = None,
 ) -> TrainingResult:
-    """Held-out and classic-split evaluation, then the final fit on every row."""
+    """Search every candidate on every row's folds and choose one by the rule (or
+    `keep`); held-out and classic-split evaluation of its feature set, then its
+    fit on every row."""
     log = print if verbose else (lambda *_: None)
+    log(f"[1/4] {len(CANDIDATES)} candidates x {_grid_size()} grid points on {SEARCH_FOLDS} folds")
+    searched = search_candidates(features, target, seed)
+    frontier = score_frontier(features, target, searched, cutoff, seed)
+    selection = select(frontier, auc_tolerance, keep)
+    chosen = next(r for r in searched if r.candidate.name == selection["chosen"])
+    log(f"      chosen: {chosen.candidate.name} ({'--candidate' if keep else 'the rule'})")
+    threshold = cutoff
+
     train_x, test_x, train_y, test_y = train_test_split(
         features, target, test_size=HOLDOUT_SHARE, stratify=target, random_state=seed
     )
-    log(f"[1/4] searching on {len(train_y)} rows, holding out {len(test_y)}")
-    threshold = DECISION_THRESHOLD
-    pipeline, _ = search_and_fit(train_x, train_y, seed, verbose)
+    log(f"[2/4] searching its grid on {len(train_y)} rows, holding out {len(test_y)}")
+    feature_set = chosen.candidate.features
+    pipeline, _ = search_and_fit(train_x, train_y, seed, verbose, feature_set)
     held_out = Holdout(pipeline, test_x, test_y, pipeline.predict_proba(test_x)[:, 1])
     holdout = scores(test_y, held_out.probabilities, threshold)
 
-    log("[2/4] the classic split (test_size=0.25, random_state=42)")
+    log("[3/4] the classic split (test_size=0.25, random_state=42)")
     c_train_x, c_test_x, c_train_y, c_test_y = train_test_split(features, target, **CLASSIC_SPLIT)
-    c_pipeline, _ = search_and_fit(c_train_x, c_train_y, seed, verbose)
+    c_pipeline, _ = search_and_fit(c_train_x, c_train_y, seed, verbose, feature_set)
     classic = evaluate(c_pipeline, threshold, c_test_x, c_test_y)
 
-    log(f"[3/4] final search on all {len(target)} rows")
-    final, params = search_and_fit(features, target, seed, verbose)
-
-    log(f"[4/4] out-of-fold predictions on the search's {SEARCH_FOLDS} folds")
-    out_of_fold = out_of_fold_probabilities(final, features, target, seed)
+    log(f"[4/4] fitting {chosen.candidate.name} on all {len(target)} rows")
+    final = fit_candidate(chosen.candidate, chosen.params, features, target, seed)
+    out_of_fold = chosen.out_of_fold
     cross_validated = scores(target, out_of_fold, threshold)
     metrics = {
         "holdout_accuracy": holdout["accuracy"],
@@ -165,7 +210,21 @@ def train(
         "cv_accuracy": cross_validated["accuracy"],
         "cv_roc_auc": cross_validated["roc_auc"],
     }
-    return TrainingResult(final, threshold, params, metrics, held_out, out_of_fold)
+    return TrainingResult(
+        final,
+        threshold,
+        chosen.params,
+        metrics,
+        held_out,
+        out_of_fold,
+        chosen.candidate,
+        selection,
+        cutoff_curve(out_of_fold, target, threshold),
+    )
+
+
+def _grid_size() -> int:
+    return int(np.prod([len(v) for v in PARAM_GRID.values()]))
 
 
 def out_of_fold_probabilities(
@@ -193,11 +252,14 @@ def audit_fairness(
     )
 
 
-def check_quality_floor(metrics: dict[str, float], min_roc_auc: float) -> None:
+def check_quality_floor(
+    metrics: dict[str, float], min_roc_auc: float, chosen: str = ALL_INPUTS
+) -> None:
     if metrics["holdout_roc_auc"] < min_roc_auc:
         raise QualityFloorError(
-            f"held-out ROC AUC {metrics['holdout_roc_auc']:.3f} is below the floor "
-            f"{min_roc_auc:.3f}; not saving (pass --allow-low-auc to save anyway)"
+            f"held-out ROC AUC {metrics['holdout_roc_auc']:.4f} of the candidate {chosen!r} "
+            f"is below the floor {min_roc_auc:.3f}; not saving (pass --allow-low-auc to save "
+            "anyway, or --candidate to keep another)"
         )
 
 
@@ -210,17 +272,28 @@ def check_fairness_floor(audit: dict[str, Any], min_ratio: float) -> None:
 
 
 def build_metadata(
-    result: TrainingResult, data_path: Path, n_rows: int, seed: int, audit: dict[str, Any]
+    result: TrainingResult,
+    data_path: Path,
+    n_rows: int,
+    seed: int,
+    audit: dict[str, Any],
+    proxy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to say what this model is and where it came from."""
     return {
         "metrics": {k: round(v, 4) for k, v in result.metrics.items()},
+        # The recorded cutoff: every scoring path decides Y when P(Y) >= this.
         "threshold": result.threshold,
-        MODEL_INPUTS_KEY: model_inputs(),
+        CUTOFF_KEY: result.cutoff_curve,
+        MODEL_INPUTS_KEY: model_inputs(result.candidate.features),
         FAIRNESS_KEY: audit,
+        SELECTION_KEY: result.selection,
+        PROXY_TEST_KEY: proxy,
         "hyperparameters": {k: _plain(v) for k, v in result.best_params.items()},
         "search": {
+            "candidates": {c.name: list(c.features) for c in CANDIDATES},
             "grid": {k: [_plain(v) for v in vs] for k, vs in PARAM_GRID.items()},
+            "monotonic_constraints": dict(MONOTONIC_FEATURES),
             "folds": SEARCH_FOLDS,
             "scoring": SEARCH_SCORING,
             "seed": seed,
@@ -321,22 +394,96 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_REPORT_DIR,
         help="write the training report into DIR/<model version>/ (default: reports/)",
     )
+    parser.add_argument(
+        "--cutoff",
+        type=_probability,
+        default=DECISION_THRESHOLD,
+        help="approve when P(Y) >= this; recorded with the model and used by every scoring "
+        "path (default %(default)s)",
+    )
+    parser.add_argument(
+        "--auc-tolerance",
+        type=float,
+        default=DEFAULT_AUC_TOLERANCE,
+        help="the selection rule's business-necessity band: candidates within this of the "
+        "best out-of-fold ROC AUC compete on fairness (default %(default)s)",
+    )
+    parser.add_argument(
+        "--candidate",
+        choices=CANDIDATE_NAMES,
+        help="keep this candidate instead of the rule's choice (the card says so)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no search progress")
     return parser.parse_args(argv)
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"a cutoff is a probability strictly between 0 and 1, not {text}"
+        )
+    return value
+
+
+def format_frontier(selection: dict[str, Any]) -> str:
+    """The frontier as a table, the chosen candidate marked."""
+    attributes = list(next(iter(selection["frontier"].values()))["attributes"])
+    lines = [
+        f"  {'candidate':28s} {'AUC':>6s} {'acc':>6s} {'Brier':>6s} "
+        + " ".join(f"{'AIR ' + a:>18s}" for a in attributes)
+    ]
+    for name, point in selection["frontier"].items():
+        mark = (
+            "*"
+            if name == selection["chosen"]
+            else ("~" if name in selection["within_tolerance"] else " ")
+        )
+        airs = " ".join(
+            f"{_text(point['attributes'][a]['adverse_impact_ratio']):>18s}" for a in attributes
+        )
+        lines.append(
+            f"{mark} {name:28s} {point['roc_auc']:6.3f} {point['accuracy']:6.3f} "
+            f"{point['brier']:6.3f} {airs}"
+        )
+    lines.append(
+        f"  (* chosen{' by --candidate' if selection['overridden'] else ' by the rule'}; ~ within "
+        f"{selection['auc_tolerance']:g} of the best AUC {selection['best_roc_auc']:.3f})"
+    )
+    return "\n".join(lines)
+
+
+def _text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     apply_project_defaults()
     features, target = features_and_target(read_applications(args.data))
-    result = train(features, target, args.seed, verbose=0 if args.quiet else 1)
+    result = train(
+        features,
+        target,
+        args.seed,
+        verbose=0 if args.quiet else 1,
+        cutoff=args.cutoff,
+        auc_tolerance=args.auc_tolerance,
+        keep=args.candidate,
+    )
+    # train() always selects and draws the cutoff curve.
+    assert result.selection is not None and result.cutoff_curve is not None
+    print(format_frontier(result.selection))
     for name, value in result.metrics.items():
         print(f"  {name:24s} {value:.3f}")
-    print(f"  {'threshold':24s} {result.threshold:.2f}")
+    print(f"  {'threshold':24s} {result.threshold:g}")
     audit = audit_fairness(features, target, result, args.seed)
     print(format_audit(audit))
     try:
-        check_quality_floor(result.metrics, -np.inf if args.allow_low_auc else args.min_roc_auc)
+        check_quality_floor(
+            result.metrics,
+            -np.inf if args.allow_low_auc else args.min_roc_auc,
+            result.candidate.name,
+        )
         check_fairness_floor(
             audit, -np.inf if args.allow_adverse_impact else args.min_adverse_impact_ratio
         )
@@ -344,10 +491,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     assert result.holdout is not None  # train() always keeps it
-    report = build_report(result.holdout, result.threshold, result.metrics, args.seed, audit)
+    report = build_report(
+        result.holdout,
+        result.threshold,
+        result.metrics,
+        args.seed,
+        audit,
+        selection=result.selection,
+        cutoff=result.cutoff_curve,
+    )
     label = run_label(args.data, args.seed, datetime.now(UTC))
     reference = build_reference(result.pipeline, features, result.threshold)
-    metadata = build_metadata(result, args.data, len(target), args.seed, audit)
+    proxy = proxy_test(features, result.selection["frontier"], args.seed)
+    metadata = build_metadata(result, args.data, len(target), args.seed, audit, proxy)
     model = save_model(
         result,
         {**metadata, REASONS_METADATA_KEY: reference.metadata()},

@@ -54,10 +54,12 @@ def run_wrk(
     threads: int = 2,
     midway: Callable[[], list[int]] | None = None,
     path: str = "/predict",
+    binary: bool = False,
 ) -> LoadResult:
     """POST the bodies to url + path from `connections` clients for `seconds`;
     `midway()` is called halfway through and its answer kept as the
-    connections per worker."""
+    connections per worker. `binary`: the bodies are binary-extension V2
+    requests framed by bodies.v2_binary_body."""
     threads = min(threads, connections)
     command = [
         find_wrk(),
@@ -73,6 +75,7 @@ def run_wrk(
         "--",
         str(bodies),
         path,
+        *(["binary"] if binary else []),
     ]
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

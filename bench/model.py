@@ -32,6 +32,7 @@ TRAINING_CODE: Final = (
     "loan_preprocessing/model/search.py",
     "loan_preprocessing/model/features.py",
     "loan_preprocessing/explanations/reasons.py",
+    "loan_preprocessing/operations/alternatives.py",
 )
 # One OpenMP thread: on this tiny data set the histogram booster spends more time
 # synchronising threads than computing (about 8x slower with two threads on two

@@ -24,6 +24,7 @@ import functools
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from typing import Any, Final
 import httpx
 
 from bench.bodies import BATCH_ROWS, application_rows, write_bodies, write_single_bodies
+from bench.kserve_peer import V1_PREDICT_PATH, kserve_serve
 from bench.load import LoadResult, find_wrk, run_wrk
 from bench.machine import (
     connections_per_worker,
@@ -52,6 +54,7 @@ from bench.report import (
     peers_table,
     reasons_table,
     rounds_summary,
+    steadiness_table,
     table,
     write_json,
 )
@@ -73,10 +76,40 @@ DECISION_KINDS: Final = {
     "single_rejected": SINGLE_ROW_CLIENTS,
     "single_approved": SINGLE_ROW_CLIENTS,
 }
-# 1000-row Open Inference requests: the service and its peer, MLServer.
-V2_KINDS: Final = {"v2_batch": BATCH_CLIENTS}
-ALL_KINDS: Final = {**KINDS, **DECISION_KINDS, **V2_KINDS}
-PATHS: Final = {"v2_batch": V2_INFER_PATH}  # every other kind posts to /predict
+# 1000-row Open Inference requests, JSON and binary tensors, to the service.
+V2_KINDS: Final = {"v2_batch": BATCH_CLIENTS, "v2_binary": BATCH_CLIENTS}
+# What each peer is loaded with: 1000-row V2 JSON, single-row V2 (the yardstick of
+# the single-row /predict), and for KServe its V1 `instances` (records, as /predict).
+PEER_KINDS: Final = {
+    "mlserver": {"v2_batch": BATCH_CLIENTS, "v2_single": SINGLE_ROW_CLIENTS},
+    "kserve": {
+        "v2_batch": BATCH_CLIENTS,
+        "v1_batch": BATCH_CLIENTS,
+        "v2_single": SINGLE_ROW_CLIENTS,
+    },
+}
+ALL_KINDS: Final = {
+    **KINDS,
+    **DECISION_KINDS,
+    **V2_KINDS,
+    "v1_batch": BATCH_CLIENTS,
+    "v2_single": SINGLE_ROW_CLIENTS,
+}
+SINGLE_ROW_KINDS: Final = frozenset({"single", "v2_single", *DECISION_KINDS})
+BINARY_KINDS: Final = frozenset({"v2_binary"})
+PATHS: Final = {  # every other kind posts to /predict
+    "v2_batch": V2_INFER_PATH,
+    "v2_binary": V2_INFER_PATH,
+    "v2_single": V2_INFER_PATH,
+    "v1_batch": V1_PREDICT_PATH,
+}
+# The JSON names of the rates, kept from the earlier results.
+RATE_KEYS: Final = {
+    "single": "single_rps",
+    "batch": "batch_rows_per_s",
+    "v2_batch": "v2_rows_per_s",
+}
+PEERS: Final = ("mlserver", "kserve")
 
 
 @dataclass(frozen=True)
@@ -113,6 +146,107 @@ def split_by_decision(url: str, rows: list[dict], scratch: Path) -> dict[str, Pa
     }
 
 
+def _approval_column(answer: dict[str, Any]) -> list[float]:
+    """P(Y) from a peer's predict_proba answer: V2 `output-0` [n, 2], or V1
+    `predictions` (classes in the pipeline's order, N then Y)."""
+    if "predictions" in answer:
+        return [pair[1] for pair in answer["predictions"]]
+    [output] = answer["outputs"]
+    return output["data"][1::2]
+
+
+def compare_answers(servers: dict[str, Any], bodies: dict[str, Path]) -> dict[str, int]:
+    """Before any timing: every server's P(Y) for the first 1000-row body, on every
+    endpoint the bench loads, equal to this service's V2 answer as float64 bits
+    (a peer that answered something else would be timed doing other work)."""
+    v2 = bodies["v2_batch"].read_text().splitlines()[0]
+    records = bodies["batch"].read_text().splitlines()[0]
+    v1 = bodies["v1_batch"].read_text().splitlines()[0]
+    framed = bodies["v2_binary"].read_bytes()
+    head, _, rest = framed.partition(b"\n")
+    json_length, body_length = map(int, head.split())
+    binary = rest[:body_length]
+
+    def post(url: str, path: str, content: bytes | str, **headers: str) -> httpx.Response:
+        answer = httpx.post(
+            f"{url}{path}",
+            content=content,
+            headers={"Content-Type": "application/json", **headers},
+            timeout=120,
+        )
+        if answer.status_code != 200:
+            raise RuntimeError(f"{url}{path} answered {answer.status_code}: {answer.text[:500]}")
+        return answer
+
+    service = servers["service"].url
+    ours = next(
+        o["data"]
+        for o in post(service, V2_INFER_PATH, v2).json()["outputs"]
+        if o["name"] == "probability"
+    )
+    got: dict[str, list[float]] = {
+        "service /predict": [d["probability"] for d in post(service, "/predict", records).json()],
+    }
+    answer = post(
+        service,
+        V2_INFER_PATH,
+        binary,
+        **{"Inference-Header-Content-Length": str(json_length)},
+    )
+    header_length = int(answer.headers["Inference-Header-Content-Length"])
+    offset = header_length
+    for output in json.loads(answer.content[:header_length])["outputs"]:
+        size = output["parameters"]["binary_data_size"]
+        if output["name"] == "probability":
+            got["service V2 binary"] = list(
+                struct.unpack(f"<{size // 8}d", answer.content[offset : offset + size])
+            )
+        offset += size
+    if "mlserver" in servers:
+        got["mlserver V2"] = _approval_column(
+            post(servers["mlserver"].url, V2_INFER_PATH, v2).json()
+        )
+    if "kserve" in servers:
+        url = servers["kserve"].url
+        got["kserve V2"] = _approval_column(post(url, V2_INFER_PATH, v2).json())
+        got["kserve V1"] = _approval_column(post(url, V1_PREDICT_PATH, v1).json())
+    expected = struct.pack(f"<{len(ours)}d", *ours)
+    for name, values in got.items():
+        if struct.pack(f"<{len(values)}d", *values) != expected:
+            differ = sum(a != b for a, b in zip(values, ours, strict=False))
+            raise RuntimeError(
+                f"{name} does not answer as this service's V2 endpoint: "
+                f"{differ} of {len(ours)} probabilities differ"
+            )
+    return {name: len(values) for name, values in got.items()}
+
+
+def median_and_worst(rounds: list[LoadResult]) -> tuple[LoadResult, LoadResult]:
+    """The median round by rate (the lower of the two middle ones for an even
+    count: no round is invented) and the slowest round."""
+    ordered = sorted(rounds, key=lambda r: r.requests_per_second)
+    return ordered[(len(ordered) - 1) // 2], ordered[0]
+
+
+def figures_of(runs: dict[str, list[LoadResult]]) -> dict[str, Any]:
+    """A server's figures: each the median round's, the slowest round's beside it
+    (`_worst`), every round kept in `rounds`."""
+    picked = {kind: median_and_worst(results) for kind, results in runs.items()}
+    figures: dict[str, Any] = {"headline": "median round"}
+    for kind, (median, worst) in picked.items():
+        scale = 1 if kind in SINGLE_ROW_KINDS else BATCH_ROWS
+        key = RATE_KEYS.get(kind, f"{kind}_rows_per_s" if scale > 1 else f"{kind}_rps")
+        figures[key] = median.requests_per_second * scale
+        figures[f"{key}_worst"] = worst.requests_per_second * scale
+        figures[f"{kind}_errors"] = sum(r.errors for r in runs[kind])
+        figures[f"{kind}_connections_per_worker"] = median.connections_per_worker
+        if scale == 1:
+            figures[f"{kind}_p50_ms"] = median.p50_ms
+            figures[f"{kind}_p99_ms"] = median.p99_ms
+            figures[f"{kind}_p99_ms_worst"] = max(r.p99_ms for r in runs[kind])
+    return figures
+
+
 def measure_servers(
     env: dict[str, str],
     bodies: dict[str, Path],
@@ -120,107 +254,95 @@ def measure_servers(
     seconds: float,
     rounds: int,
     logs: Path,
-    with_mlserver: bool,
-) -> dict[str, dict[str, Any]]:
-    """Start the servers one at a time (so each start is timed alone), then load
-    them in turn, ROUNDS times, with each kind of request (single-row at 32
-    clients, 1000-row at 4, ...). Taking turns spreads the other users of the
-    machine fairly over them; each figure is the best round (the one least
-    disturbed)."""
+    peers: tuple[str, ...],
+    service_env: dict[str, str],
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Start the servers one at a time (so each start is timed alone), check that
+    every endpoint answers what this service's V2 endpoint answers, then load them
+    in turn, ROUNDS times, with each kind of request (single-row at 32 clients,
+    1000-row at 4, ...). Taking turns spreads the other users of the machine
+    fairly over them; each figure is the median round, with the worst beside it."""
     runs: dict[str, dict[str, list[LoadResult]]] = {}
     results: dict[str, dict[str, Any]] = {}
     with ExitStack() as stack:
-        servers = {}
+        servers: dict[str, Any] = {}
+        clients: dict[str, dict[str, int]] = {}
         for name, target in targets.items():
             print(f"starting {name} ({target.service} in {target.cwd}) ...", flush=True)
+            server_env = {**env, **service_env} if target.has_model else env
             server = stack.enter_context(
                 bentoml_serve(
-                    target.service, env=env, log_path=logs / f"{name}.log", cwd=target.cwd
+                    target.service,
+                    env=server_env,
+                    log_path=logs / f"{name}.log",
+                    cwd=target.cwd,
                 )
             )
             check_answers(server.url, bodies)
             servers[name] = server
-            runs[name] = {kind: [] for kind in target.kinds}
-        clients = {name: target.kinds for name, target in targets.items()}
-        if with_mlserver:
+            clients[name] = target.kinds
+        if "mlserver" in peers:
             print("starting mlserver (MLServer 1.7.1, sklearn runtime) ...", flush=True)
             servers["mlserver"] = stack.enter_context(
                 mlserver_serve(
                     env["LOAN_MODEL_TAG"], logs / "mlserver-model", logs / "mlserver.log", env
                 )
             )
-            runs["mlserver"] = {kind: [] for kind in V2_KINDS}
-            clients["mlserver"] = dict(V2_KINDS)
+            clients["mlserver"] = dict(PEER_KINDS["mlserver"])
+        if "kserve" in peers:
+            print("starting kserve (KServe 0.21 model server, 2 workers) ...", flush=True)
+            servers["kserve"] = stack.enter_context(
+                kserve_serve(env["LOAN_MODEL_TAG"], logs / "kserve-model", logs / "kserve.log", env)
+            )
+            clients["kserve"] = dict(PEER_KINDS["kserve"])
+        compared = compare_answers(servers, bodies)
+        print(f"answers equal to the last bit: {compared}", flush=True)
+        runs = {name: {kind: [] for kind in kinds} for name, kinds in clients.items()}
         first = next(name for name, t in targets.items() if t.has_model)
         rows = json.loads(bodies["rows"].read_text())
         bodies = {**bodies, **split_by_decision(servers[first].url, rows, logs)}
+
+        def load(name: str, kind: str, duration: float, midway: Any = None) -> LoadResult:
+            server = servers[name]
+            return run_wrk(
+                server.url,
+                bodies[kind],
+                connections=clients[name][kind],
+                seconds=duration,
+                path=PATHS.get(kind, "/predict"),
+                binary=kind in BINARY_KINDS,
+                midway=midway,
+            )
+
         for kind in ALL_KINDS:
-            for name, server in servers.items():  # a warm-up each, not measured
+            for name in servers:  # a warm-up each, not measured
                 if kind in runs[name]:
-                    run_wrk(
-                        server.url,
-                        bodies[kind],
-                        connections=clients[name][kind],
-                        seconds=WARM_UP_SECONDS,
-                        path=PATHS.get(kind, "/predict"),
-                    )
+                    load(name, kind, WARM_UP_SECONDS)
         names = list(servers)
+        round_loads: list[list[float]] = []
         for n in range(rounds):
-            print(f"round {n + 1}/{rounds} ...", flush=True)
-            # The servers take turns in a rotating order: in some runs the server
-            # loaded first in a round had all 32 connections land on one of its
-            # workers round after round (new connections bursting on a shared
-            # socket); rotating spreads that across the servers.
+            round_loads.append(load_average())
+            print(f"round {n + 1}/{rounds} (load average {round_loads[-1]}) ...", flush=True)
+            # The servers take turns in a rotating order, so that no server is
+            # always the one measured first after another's run.
             order = names[n % len(names) :] + names[: n % len(names)]
             for kind in ALL_KINDS:
-                for name, server in ((name, servers[name]) for name in order):
+                for name in order:
                     if kind not in runs[name]:
                         continue
-                    result = run_wrk(
-                        server.url,
-                        bodies[kind],
-                        connections=clients[name][kind],
-                        seconds=seconds,
-                        path=PATHS.get(kind, "/predict"),
-                        midway=functools.partial(
-                            connections_per_worker, server.process.pid, server.port
-                        ),
+                    server = servers[name]
+                    midway = functools.partial(
+                        connections_per_worker, server.process.pid, server.port
                     )
-                    runs[name][kind].append(result)
+                    runs[name][kind].append(load(name, kind, seconds, midway))
         for name, server in servers.items():
-            best = {
-                kind: max(results_, key=lambda r: r.requests_per_second)
-                for kind, results_ in runs[name].items()
-            }
-            figures: dict[str, Any] = {}
-            if "single" in best:
-                single, batch = best["single"], best["batch"]
-                figures = {
-                    "single_connections_per_worker": single.connections_per_worker,
-                    "batch_connections_per_worker": batch.connections_per_worker,
-                    "single_rps": single.requests_per_second,
-                    "single_p50_ms": single.p50_ms,
-                    "single_p99_ms": single.p99_ms,
-                    "single_errors": single.errors,
-                    "batch_rows_per_s": batch.requests_per_second * BATCH_ROWS,
-                    "batch_errors": batch.errors,
-                }
-            if "v2_batch" in best:
-                figures["v2_rows_per_s"] = best["v2_batch"].requests_per_second * BATCH_ROWS
-                figures["v2_errors"] = best["v2_batch"].errors
             results[name] = {
-                **figures,
-                **{
-                    f"{kind}_rps": best[kind].requests_per_second
-                    for kind in DECISION_KINDS
-                    if kind in best
-                },
-                **{f"{kind}_p99_ms": best[kind].p99_ms for kind in DECISION_KINDS if kind in best},
+                **figures_of(runs[name]),
                 "ready_s": server.ready_seconds,
                 **worker_memory(server.process.pid),
                 "rounds": {k: [asdict(r) for r in v] for k, v in runs[name].items()},
             }
-    return results
+    return results, {"answers": compared, "load_average_at_each_round": round_loads}
 
 
 def source_at(revision: str, directory: Path) -> Path:
@@ -263,6 +385,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-mlserver", action="store_true", help="skip the MLServer peer (and its venv)"
     )
     parser.add_argument(
+        "--no-kserve", action="store_true", help="skip the KServe peer (and its venv)"
+    )
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a variable for the services with a model only (e.g. a LOAN_* setting "
+        "that turns on a decision store); repeatable",
+    )
+    parser.add_argument(
         "--before",
         metavar="REV",
         help="also serve the service as it was at git revision REV, in the same rounds",
@@ -298,9 +431,11 @@ def main(argv: list[str] | None = None) -> int:
             "BENTOML_DO_NOT_TRACK": "true",
             "LOAN_MODEL_TAG": tag,
         }
+        peers = tuple(p for p in PEERS if not getattr(args, f"no_{p}"))
+        service_env = dict(item.split("=", 1) for item in args.service_env)
         try:
-            servers = measure_servers(
-                env, bodies, targets, args.seconds, args.rounds, scratch, not args.no_mlserver
+            servers, compared = measure_servers(
+                env, bodies, targets, args.seconds, args.rounds, scratch, peers, service_env
             )
         finally:  # the servers' logs, for the 503s and tracebacks a table does not show
             for log in scratch.glob("*.log"):
@@ -318,7 +453,9 @@ def main(argv: list[str] | None = None) -> int:
             "training_data": "real" if real else "synthetic",
             "rows_in_bodies": len(rows),
         },
-        "settings": ServiceSettings.from_env().model_dump(),
+        "settings": ServiceSettings.from_env({**os.environ, **service_env}).model_dump(),
+        "service_env": service_env,
+        **compared,
         "load_generator": {
             "tool": "wrk",
             "seconds": args.seconds,
@@ -346,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
         failed = {k: v for k, v in figures.items() if k.endswith("_errors") and v}
         if failed:
             print(f"WARNING {name}: requests failed or timed out: {failed}")
+    print()
+    print(steadiness_table(servers["service"]))
     print()
     print(reasons_table(servers, args.before))
     print()

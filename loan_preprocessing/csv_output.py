@@ -1,6 +1,8 @@
-"""Decisions as CSV (`Loan_ID,Loan_Status,probability,reasons`), for the CSV API
-and offline scoring. `reasons` holds a rejection's reason codes, most important
-first, separated by REASON_SEPARATOR (empty for an approval)."""
+"""Decisions as CSV (`Loan_ID,Loan_Status,probability,reasons,counteroffer_amount,
+counteroffer_term`), for the CSV API and offline scoring. `reasons` holds a
+rejection's reason codes, most important first, separated by REASON_SEPARATOR;
+the counteroffer cells a rejection's offered amount and term. Each is empty
+for an approval, and an offer cell is empty where there is no such offer."""
 
 from __future__ import annotations
 
@@ -14,8 +16,17 @@ from loan_preprocessing.reason_codes import REASON_SEPARATOR
 from loan_preprocessing.schema import ID_COLUMN, TARGET_COLUMN, Decision
 
 REASONS_COLUMN: Final = "reasons"
-CSV_COLUMNS: Final = (ID_COLUMN, TARGET_COLUMN, "probability", REASONS_COLUMN)
-CsvRow = tuple[str, str, str, str]
+COUNTEROFFER_AMOUNT_COLUMN: Final = "counteroffer_amount"
+COUNTEROFFER_TERM_COLUMN: Final = "counteroffer_term"
+CSV_COLUMNS: Final = (
+    ID_COLUMN,
+    TARGET_COLUMN,
+    "probability",
+    REASONS_COLUMN,
+    COUNTEROFFER_AMOUNT_COLUMN,
+    COUNTEROFFER_TERM_COLUMN,
+)
+CsvRow = tuple[str, str, str, str, str, str]
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV
 # injection); OWASP's advice is to prefix such a cell with a single quote, which
 # spreadsheets show as text. Every CSV this project writes goes through this.
@@ -32,13 +43,21 @@ def reason_codes_cell(decision: Decision) -> str:
     return REASON_SEPARATOR.join(reason.code for reason in decision.reasons)
 
 
+def number_cell(value: float | None) -> str:
+    """repr of a float round-trips exactly, so CSV and JSON answers agree; empty: none."""
+    return "" if value is None else repr(value)
+
+
 def csv_row(decision: Decision) -> CsvRow:
-    """One CSV row; repr of a float round-trips exactly, so CSV and JSON answers agree."""
+    """One CSV row."""
+    offer = decision.counteroffer
     return (
         neutralised(decision.Loan_ID or ""),
         decision.Loan_Status,
         repr(decision.probability),
         reason_codes_cell(decision),
+        number_cell(offer.LoanAmount if offer else None),
+        number_cell(offer.Loan_Amount_Term if offer else None),
     )
 
 
@@ -53,6 +72,8 @@ def column_csv_rows(decided: ColumnDecisions) -> Iterator[CsvRow]:
         decided.statuses,
         map(repr, decided.probabilities),
         decided.reason_codes(),
+        map(number_cell, decided.counteroffer_amounts),
+        map(number_cell, decided.counteroffer_terms),
         strict=True,
     )
 

@@ -1,8 +1,8 @@
 """Turning validated applications into decisions with a loaded pipeline.
 
-One place for the decision rule (P(Y) against the model's threshold) and for
-the reasons of every rejection, so the HTTP APIs, offline scoring and the Spark
-job cannot disagree.
+One place for the decision rule (P(Y) against the model's threshold), for the
+reasons of every rejection and for its counteroffer, so the HTTP APIs, offline
+scoring and the Spark job cannot disagree.
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ from loan_preprocessing.explanations.reasons import (
     load_reference,
 )
 from loan_preprocessing.inputs.columns import ValidatedColumns
-from loan_preprocessing.model.features import columns_model_inputs_function, model_inputs_function
+from loan_preprocessing.model.counteroffers import CounterofferSearch, LoanTerms, counteroffer
+from loan_preprocessing.model.features import (
+    FastPredictor,
+    columns_model_inputs_function,
+    model_inputs_function,
+    pipeline_features,
+)
 from loan_preprocessing.model.search import DECISION_THRESHOLD
 from loan_preprocessing.model.store import load_pipeline, model_metadata
 from loan_preprocessing.model.tree_ensemble import VectorizedBooster, unsupported_reason
@@ -31,6 +37,7 @@ from loan_preprocessing.schema import (
     APPROVED,
     ID_COLUMN,
     REJECTED,
+    Counteroffer,
     Decision,
     LoanApplication,
     Reason,
@@ -67,6 +74,9 @@ class ColumnDecisions:
     statuses: list[str]
     probabilities: list[float]
     reasons: list[Sequence[Reason]]
+    # A rejection's counteroffer (None where there is none, and for approvals).
+    counteroffer_amounts: list[float | None]
+    counteroffer_terms: list[float | None]
 
     def __len__(self) -> int:
         return len(self.statuses)
@@ -89,9 +99,21 @@ class ColumnDecisions:
         """The same decisions as objects (for the prediction log)."""
         return decisions(
             [
-                {"Loan_ID": i, "Loan_Status": s, "probability": p, "reasons": r}
-                for i, s, p, r in zip(
-                    self.loan_ids, self.statuses, self.probabilities, self.reasons, strict=True
+                {
+                    "Loan_ID": i,
+                    "Loan_Status": s,
+                    "probability": p,
+                    "reasons": r,
+                    "counteroffer": None if s == APPROVED else counteroffer(a, t, r),
+                }
+                for i, s, p, r, a, t in zip(
+                    self.loan_ids,
+                    self.statuses,
+                    self.probabilities,
+                    self.reasons,
+                    self.counteroffer_amounts,
+                    self.counteroffer_terms,
+                    strict=True,
                 )
             ]
         )
@@ -100,6 +122,53 @@ class ColumnDecisions:
 # Which of the chosen rows left a field empty: what the explainer asks of the
 # fields it names differently when they were not provided.
 NotProvided = Callable[[str, np.ndarray], np.ndarray | list[bool]]
+# The loan terms of the chosen rows (what counteroffers are computed from).
+TermsOf = Callable[[np.ndarray], LoanTerms]
+
+
+@dataclass(frozen=True)
+class Rejections:
+    """What a batch's rejected rows are told beyond the decision: each row's
+    reasons (empty for an approval) and, per rejected row, the offers (NaN: none)."""
+
+    rows: np.ndarray
+    reasons: list[Sequence[Reason]]
+    amounts: np.ndarray
+    terms: np.ndarray
+
+    def counteroffer_columns(self, n: int) -> tuple[list[float | None], list[float | None]]:
+        """The offered amount and term of each of the batch's n rows (None: none)."""
+        amounts: list[float | None] = [None] * n
+        terms: list[float | None] = [None] * n
+        for i, a, t in zip(
+            self.rows.tolist(), self.amounts.tolist(), self.terms.tolist(), strict=True
+        ):
+            amounts[i] = None if a != a else a
+            terms[i] = None if t != t else t
+        return amounts, terms
+
+    def counteroffers(self, n: int) -> list[Counteroffer | None]:
+        """Each row's counteroffer object (None for an approval)."""
+        offers: list[Counteroffer | None] = [None] * n
+        for i, a, t in zip(
+            self.rows.tolist(), self.amounts.tolist(), self.terms.tolist(), strict=True
+        ):
+            offers[i] = counteroffer(None if a != a else a, None if t != t else t, self.reasons[i])
+        return offers
+
+
+def _application_terms(applications: Sequence[LoanApplication]) -> TermsOf:
+    def terms(rows: np.ndarray) -> LoanTerms:
+        chosen = [applications[i] for i in rows.tolist()]
+        return LoanTerms.of({name: [getattr(a, name) for a in chosen] for name in LoanTerms.FIELDS})
+
+    return terms
+
+
+def _column_terms(columns: ValidatedColumns) -> TermsOf:
+    return lambda rows: LoanTerms.of(
+        {name: columns.values[name][rows] for name in LoanTerms.FIELDS}
+    )
 
 
 def _unset_attributes(applications: Sequence[LoanApplication]) -> NotProvided:
@@ -138,6 +207,7 @@ class Scorer:
         init=False, repr=False, compare=False
     )
     explainer: ReasonExplainer = field(init=False, repr=False, compare=False)
+    counteroffers: CounterofferSearch = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Prepared once per loaded pipeline (the fast path compiles the trees,
@@ -146,14 +216,39 @@ class Scorer:
         set_ = object.__setattr__
         set_(self, "_model_inputs", model_inputs_function(self.pipeline))
         set_(self, "_columns_model_inputs", columns_model_inputs_function(self.pipeline))
+        booster = None if unsupported_reason(classifier) else VectorizedBooster(classifier)
         set_(
             self,
             "_classifier_proba",
-            classifier.predict_proba
-            if unsupported_reason(classifier)
-            else VectorizedBooster(classifier).predict_proba,
+            classifier.predict_proba if booster is None else booster.predict_proba,
         )
-        set_(self, "explainer", ReasonExplainer(classifier, self.reference))
+        set_(
+            self,
+            "explainer",
+            ReasonExplainer(classifier, self.reference, self.reference.features),
+        )
+        if not FastPredictor.supports(self.pipeline):
+            raise ValueError(
+                "counteroffers need the pipeline features.build_pipeline makes (its imputer's "
+                "medians and its features)"
+            )
+        # The candidates repeat the shapes of the batch's denials: each distinct
+        # one is scored once (same numbers, VectorizedBooster.predict_proba_distinct).
+        candidate_proba = (
+            classifier.predict_proba if booster is None else booster.predict_proba_distinct
+        )
+        set_(
+            self,
+            "counteroffers",
+            CounterofferSearch(
+                classifier,
+                self.pipeline.named_steps["impute"].statistics_,
+                self.threshold,
+                lambda X: np.clip(candidate_proba(X)[:, 1], 0.0, 1.0),
+                pipeline_features(self.pipeline),
+                booster,
+            ),
+        )
 
     @classmethod
     def from_model(cls, stored: bentoml.Model) -> Scorer:
@@ -180,7 +275,12 @@ class Scorer:
         try:
             inputs = self.model_inputs(applications)
             scores = self._probabilities(inputs)
-            reasons = self._reasons(inputs, scores, _unset_attributes(applications))
+            rejections = self._rejections(
+                inputs,
+                scores,
+                _unset_attributes(applications),
+                _application_terms(applications),
+            )
         except Exception:
             logger.exception(
                 "the model raised on a batch of %d; retrying row by row", len(applications)
@@ -188,29 +288,42 @@ class Scorer:
             return self._decide_one_by_one(applications)
         # Python floats: comparing and wrapping numpy scalars one by one costs
         # more than the model on a large batch.
-        return self._decisions(applications, scores.tolist(), reasons)
+        return self._decisions(
+            applications,
+            scores.tolist(),
+            rejections.reasons,
+            rejections.counteroffers(len(applications)),
+        )
 
-    def _reasons(
-        self, inputs: np.ndarray, scores: np.ndarray, not_provided: NotProvided
-    ) -> list[Sequence[Reason]]:
-        """The reasons of each row, explained for the rejected rows only."""
+    def _rejections(
+        self,
+        inputs: np.ndarray,
+        scores: np.ndarray,
+        not_provided: NotProvided,
+        terms_of: TermsOf,
+    ) -> Rejections:
+        """The reasons and counteroffers of the rejected rows."""
         # The complement of the rule in _decisions (p >= threshold approves).
         rejected = np.flatnonzero(~(scores >= self.threshold))
         reasons: list[Sequence[Reason]] = [()] * len(scores)
-        if len(rejected):
-            explained = self.explainer.reasons(
-                inputs[rejected],
-                {name: not_provided(name, rejected) for name in self.explainer.fields_checked},
-            )
-            for i, named in zip(rejected.tolist(), explained, strict=True):
-                reasons[i] = named
-        return reasons
+        if not len(rejected):
+            empty = np.empty(0)
+            return Rejections(rejected, reasons, empty, empty)
+        explained = self.explainer.reasons(
+            inputs[rejected],
+            {name: not_provided(name, rejected) for name in self.explainer.fields_checked},
+        )
+        for i, named in zip(rejected.tolist(), explained, strict=True):
+            reasons[i] = named
+        offers = self.counteroffers.offers(inputs[rejected], terms_of(rejected))
+        return Rejections(rejected, reasons, offers.amounts, offers.terms)
 
     def _decisions(
         self,
         applications: Sequence[LoanApplication],
         probabilities: Sequence[float | None],
         reasons: Sequence[Sequence[Reason]],
+        counteroffers: Sequence[Counteroffer | None],
     ) -> list[Decision]:
         threshold = self.threshold
         decided = decisions(
@@ -220,8 +333,11 @@ class Scorer:
                     "Loan_Status": APPROVED if p >= threshold else REJECTED,
                     "probability": p,
                     "reasons": r,
+                    "counteroffer": c,
                 }
-                for a, p, r in zip(applications, probabilities, reasons, strict=True)
+                for a, p, r, c in zip(
+                    applications, probabilities, reasons, counteroffers, strict=True
+                )
                 if p is not None
             ]
         )
@@ -242,27 +358,41 @@ class Scorer:
         try:
             inputs = self._columns_model_inputs(columns.values)
             scores = self._probabilities(inputs)
-            reasons = self._reasons(inputs, scores, _unset_cells(columns))
+            rejections = self._rejections(
+                inputs, scores, _unset_cells(columns), _column_terms(columns)
+            )
         except Exception as exc:
             logger.exception("the model raised on a batch of %d columns", len(columns))
             raise UnscoredRowError("the model could not score every row") from exc
         statuses = np.where(scores >= self.threshold, APPROVED, REJECTED)
+        amounts, terms = rejections.counteroffer_columns(len(columns))
         return ColumnDecisions(
-            columns.values[ID_COLUMN].tolist(), statuses.tolist(), scores.tolist(), reasons
+            columns.values[ID_COLUMN].tolist(),
+            statuses.tolist(),
+            scores.tolist(),
+            rejections.reasons,
+            amounts,
+            terms,
         )
 
     def _decide_one_by_one(self, applications: Sequence[LoanApplication]) -> list[Decision]:
         probabilities: list[float | None] = []
         reasons: list[Sequence[Reason]] = []
+        counteroffers: list[Counteroffer | None] = []
         for application in applications:
             try:
-                inputs = self.model_inputs([application])
+                one = [application]
+                inputs = self.model_inputs(one)
                 scores = self._probabilities(inputs)
-                named = self._reasons(inputs, scores, _unset_attributes([application]))[0]
+                rejections = self._rejections(
+                    inputs, scores, _unset_attributes(one), _application_terms(one)
+                )
+                named, offer = rejections.reasons[0], rejections.counteroffers(1)[0]
                 probability: float | None = float(scores[0])
             except Exception:
                 logger.exception("the model raised on application %s", application.Loan_ID)
-                probability, named = None, ()
+                probability, named, offer = None, (), None
             probabilities.append(probability)
             reasons.append(named)
-        return self._decisions(applications, probabilities, reasons)
+            counteroffers.append(offer)
+        return self._decisions(applications, probabilities, reasons, counteroffers)

@@ -23,6 +23,13 @@ MAX_REASONS: Final = 4
 REASON_SEPARATOR: Final = ";"
 
 
+# The application fields an applicant can change within this application: the
+# loan's own terms. Credit history, income, education and where the property is
+# are facts about the applicant, not choices made in applying; a reason that
+# names only those is not one the applicant can act on by applying differently.
+CHANGEABLE_FIELDS: Final = ("LoanAmount", "Loan_Amount_Term")
+
+
 @dataclass(frozen=True)
 class ReasonCode:
     code: str
@@ -30,6 +37,17 @@ class ReasonCode:
     # The application fields the factor is computed from, the one an applicant
     # most directly controls first.
     fields: tuple[str, ...]
+
+    @property
+    def changeable_fields(self) -> tuple[str, ...]:
+        """The fields of this factor the applicant can change in this application."""
+        return tuple(f for f in self.fields if f in CHANGEABLE_FIELDS)
+
+    @property
+    def actionable(self) -> bool:
+        """Whether the applicant can move this factor by changing the application
+        (a smaller amount or another term), as opposed to facts about them."""
+        return bool(self.changeable_fields)
 
 
 _INSTALMENT_FIELDS: Final = (

@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from loan_preprocessing.reason_codes import CODES, MAX_REASONS
+from loan_preprocessing.reason_codes import CHANGEABLE_FIELDS, CODES, MAX_REASONS
 
 ID_COLUMN: Final = "Loan_ID"
 TARGET_COLUMN: Final = "Loan_Status"
@@ -269,6 +269,53 @@ class Reason(BaseModel):
         description="The reason in plain language, for the applicant.",
         examples=[_EXAMPLE_REASON.text],
     )
+    actionable: bool = Field(
+        description="Whether the applicant can act on this reason within this application: "
+        f"true when it names a field of the loan's own terms ({', '.join(CHANGEABLE_FIELDS)}), "
+        "false when it names only facts about the applicant (credit history, income, "
+        "education, where the property is).",
+        examples=[_EXAMPLE_REASON.actionable],
+    )
+
+
+# The terms a counteroffer may propose, in months: the terms of the Loan
+# Prediction data, the ones lenders there offer.
+STANDARD_TERMS_MONTHS: Final = (12.0, 36.0, 60.0, 84.0, 120.0, 180.0, 240.0, 300.0, 360.0, 480.0)
+# Offered amounts are whole units of currency, and LoanAmount is in thousands:
+# an offer is a whole number of thousandths of a LoanAmount.
+COUNTEROFFER_UNITS_PER_LOAN_AMOUNT: Final = 1000.0
+_EXAMPLE_ADDRESSED: Final = ("LOAN_TO_INCOME",)
+
+
+class Counteroffer(BaseModel):
+    """What the model approves instead of a denied application, on the loan's own
+    terms: each of the two changes alone, everything else as applied for."""
+
+    model_config = ConfigDict(frozen=True)
+
+    LoanAmount: float | None = Field(
+        description="The largest loan amount below the requested one (in thousands, a whole "
+        "unit of currency) that the model approves at the requested term; null when no "
+        "smaller amount is approved, or the application gave no amount.",
+        examples=[84.123],
+    )
+    Loan_Amount_Term: float | None = Field(
+        description="The term in months, among the standard terms "
+        f"({', '.join(f'{t:g}' for t in STANDARD_TERMS_MONTHS)}), nearest to the requested "
+        "one (ties: the shorter) at which the requested amount is approved; null when "
+        "none is.",
+        examples=[480.0],
+    )
+    addresses: tuple[ReasonCodeName, ...] = Field(  # type: ignore[valid-type]
+        description="The codes of this denial's reasons that the counteroffer changes: those "
+        "naming the loan amount (when an amount is offered) or the term (when a term is). "
+        "Empty when there is no offer, or when the offer works through a factor that is "
+        "not among the principal reasons.",
+        examples=[list(_EXAMPLE_ADDRESSED)],
+    )
+
+
+NO_COUNTEROFFER: Final = Counteroffer(LoanAmount=None, Loan_Amount_Term=None, addresses=())
 
 
 class Decision(BaseModel):
@@ -291,9 +338,23 @@ class Decision(BaseModel):
         "named. Empty for an approval (Y).",
         examples=[
             [
-                {"code": r.code, "fields": list(r.fields), "text": r.text}
+                {
+                    "code": r.code,
+                    "fields": list(r.fields),
+                    "text": r.text,
+                    "actionable": r.actionable,
+                }
                 for r in (CODES["CREDIT_HISTORY"], CODES["LOAN_TO_INCOME"])
             ]
+        ],
+    )
+    counteroffer: Counteroffer | None = Field(
+        default=None,
+        description="For a rejection (N): what the model approves instead on the loan's own "
+        "terms (a smaller amount, another standard term), each null when nothing of the "
+        "kind is approved. null for an approval (Y).",
+        examples=[
+            {"LoanAmount": 84.123, "Loan_Amount_Term": 480.0, "addresses": ["LOAN_TO_INCOME"]}
         ],
     )
 
@@ -302,7 +363,8 @@ _DECISION_LIST: Final = TypeAdapter(list[Decision])
 
 
 def decisions(rows: list[dict[str, object]]) -> list[Decision]:
-    """Decisions from {"Loan_ID", "Loan_Status", "probability", "reasons"} dicts, validated in
+    """Decisions from {"Loan_ID", "Loan_Status", "probability", "reasons",
+    "counteroffer"} dicts, validated in
     one pydantic-core call: about 40% cheaper than constructing them one by one,
     which matters at 1000 rows a request."""
     return _DECISION_LIST.validate_python(rows)

@@ -45,9 +45,15 @@ def test_column_lines_are_what_csv_writer_writes(loan_id):
     from loan_preprocessing.reason_codes import CODES
     from loan_preprocessing.schema import Reason
 
-    reason = Reason(**{k: getattr(CODES["INCOME"], k) for k in ("code", "fields", "text")})
+    fields = ("code", "fields", "text", "actionable")
+    reason = Reason(**{k: getattr(CODES["INCOME"], k) for k in fields})
     decided = ColumnDecisions(
-        [loan_id, "LP2"], ["N", "Y"], [0.1234567890123, 1e-05], [(reason,), ()]
+        [loan_id, "LP2", "LP3"],
+        ["N", "Y", "N"],
+        [0.1234567890123, 1e-05, 0.25],
+        [(reason,), (), (reason,)],
+        [84.123, None, None],
+        [480.0, None, None],
     )
     rows = [list(row) for row in column_csv_rows(decided)]
     lines = column_csv_lines(decided)

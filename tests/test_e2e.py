@@ -2,11 +2,15 @@
 
 Both the working tree's service and a built Bento must answer the 367 real test
 applications in order, with exactly the probabilities of the in-process pipeline
-and the reasons of the in-process decision path, the same every time.
+and the reasons and counteroffers of the in-process decision path, the same
+every time, alone or in a batch, on /predict, V2 and /predict_csv; and every
+counteroffer they answer is exact by the pipeline's own predict_proba.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import sys
 from pathlib import Path
@@ -19,7 +23,10 @@ from loan_preprocessing.decide import Scorer
 from loan_preprocessing.model.features import to_feature_frame
 from loan_preprocessing.schema import LoanApplication
 from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER
+from loan_preprocessing.serving.open_inference import INFER_PATH
 from tests.conftest import TEST_REPORTS
+from tests.serving.test_open_inference import v2_request
+from tests.support.counteroffers import assert_exact
 from tests.support.server import bentoml_serve
 
 pytestmark = pytest.mark.e2e
@@ -48,6 +55,43 @@ def assert_serves_like_the_pipeline(url: str, rows: list[dict], model) -> None:
     for row, want in [*zip(rows[:20], body[:20], strict=True), *rejected[:20]]:
         single = httpx.post(f"{url}/predict", json={"applications": [row]}, timeout=30)
         assert single.status_code == 200 and single.json() == [want]
+    assert_counteroffers_over_http(url, rows, body, model)
+
+
+def assert_counteroffers_over_http(url: str, rows: list[dict], body: list[dict], model) -> None:
+    """Every denial answered with its counteroffer, exact by the pipeline itself,
+    and V2 and /predict_csv answer the same offers as /predict."""
+    stored, pipeline = model
+    offers = [d["counteroffer"] or {} for d in body]
+    amounts = [o.get("LoanAmount") for o in offers]
+    terms = [o.get("Loan_Amount_Term") for o in offers]
+    statuses = [d["Loan_Status"] for d in body]
+    assert all(d["counteroffer"] is not None for d in body if d["Loan_Status"] == "N")
+    assert any(a is not None for a in amounts) and any(t is not None for t in terms)
+    applications = [LoanApplication.model_validate(r) for r in rows]
+    threshold = float(stored.info.metadata["threshold"])
+    assert_exact(pipeline, threshold, applications, statuses, amounts, terms)
+    names = [n for n in LoanApplication.model_fields if n != "Loan_ID"]
+    v2 = httpx.post(f"{url}{INFER_PATH}", json=v2_request(rows), timeout=30)
+    assert v2.status_code == 200, v2.text
+    outputs = {o["name"]: o["data"] for o in v2.json()["outputs"]}
+    assert outputs["counteroffer_amount"] == amounts
+    assert outputs["counteroffer_term"] == terms
+    upload = io.StringIO()
+    writer = csv.DictWriter(upload, fieldnames=["Loan_ID", *names])
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
+    answered = httpx.post(
+        f"{url}/predict_csv", files={"file": ("rows.csv", upload.getvalue())}, timeout=30
+    )
+    assert answered.status_code == 200, answered.text
+    table = list(csv.DictReader(io.StringIO(answered.text)))
+    assert [
+        float(r["counteroffer_amount"]) if r["counteroffer_amount"] else None for r in table
+    ] == amounts
+    assert [
+        float(r["counteroffer_term"]) if r["counteroffer_term"] else None for r in table
+    ] == terms
 
 
 def test_bentoml_serve_answers_the_real_test_rows(real_model, real_test_rows, tmp_path):

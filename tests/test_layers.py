@@ -25,7 +25,7 @@ LAYERS: Final[tuple[tuple[str, frozenset[str]], ...]] = (
     ("inputs, model", frozenset({"inputs", "model"})),
     ("explanations", frozenset({"explanations"})),
     ("decisions", frozenset({"decide", "csv_output", "data", "synthetic"})),
-    ("records", frozenset({"records"})),
+    ("records", frozenset({"records", "notices"})),
     ("applications", frozenset({"serving", "batch", "operations"})),
 )
 LAYER_OF: Final = {part: index for index, (_, parts) in enumerate(LAYERS) for part in parts}

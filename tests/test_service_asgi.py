@@ -76,6 +76,18 @@ def test_swagger_example_is_a_valid_request(client):
     assert response.json()[0]["Loan_ID"] == EXAMPLE["Loan_ID"]
 
 
+def test_the_openapi_document_describes_the_counteroffer_with_an_example(client):
+    spec = client.get("/docs.json").json()
+    schemas = spec["components"]["schemas"]
+    offer = schemas["Counteroffer"]
+    assert set(offer["properties"]) == {"LoanAmount", "Loan_Amount_Term", "addresses"}
+    for name, field in offer["properties"].items():
+        assert field.get("description") and field.get("examples"), name
+    decision = schemas["Decision"]["properties"]["counteroffer"]
+    assert decision["description"] and decision["examples"][0]["Loan_Amount_Term"] == 480.0
+    assert "actionable" in schemas["Reason"]["properties"]
+
+
 def test_an_empty_body_is_refused_not_defaulted(client):
     response = client.post("/predict", json={})
     assert response.status_code == 400
@@ -134,10 +146,15 @@ def test_predict_csv_answers_like_predict(client):
     expected = [
         f"{d['Loan_ID']},{d['Loan_Status']},{d['probability']!r},"
         + REASON_SEPARATOR.join(r["code"] for r in d["reasons"])
+        + "".join(
+            "," + ("" if (d["counteroffer"] or {}).get(k) is None else repr(d["counteroffer"][k]))
+            for k in ("LoanAmount", "Loan_Amount_Term")
+        )
         for d in decisions
     ]
     assert lines[1:] == expected
     assert any(d["reasons"] for d in decisions)
+    assert any(d["counteroffer"] and d["counteroffer"]["LoanAmount"] for d in decisions)
 
 
 def test_predict_csv_names_line_and_column_of_a_bad_row(client):

@@ -10,6 +10,7 @@ import sklearn
 import train
 from loan_preprocessing.data import features_and_target, file_sha256, read_applications
 from loan_preprocessing.model.features import model_inputs
+from loan_preprocessing.model.search import CANDIDATES, candidate
 from loan_preprocessing.model.store import MODEL_INPUTS_KEY, MODEL_NAME, get_model, load_pipeline
 from loan_preprocessing.operations.fairness import AUDITED_ATTRIBUTES, FAIRNESS_KEY, below_floor
 from loan_preprocessing.schema import FEATURE_COLUMNS, PROTECTED_ATTRIBUTES
@@ -49,7 +50,9 @@ def test_metadata_records_metrics_and_lineage(sample_model):
     assert meta["versions"]["scikit-learn"] == sklearn.__version__
     assert meta["versions"]["numpy"] == np.__version__
     assert meta["search"]["seed"] == 3
-    assert meta[MODEL_INPUTS_KEY] == model_inputs()
+    chosen = meta["selection"]["chosen"]
+    assert meta[MODEL_INPUTS_KEY] == model_inputs(candidate(chosen).features)
+    assert meta["search"]["candidates"] == {c.name: list(c.features) for c in CANDIDATES}
 
 
 def test_metadata_records_the_fairness_audit_of_every_row(sample_model):

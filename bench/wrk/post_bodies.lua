@@ -2,7 +2,12 @@
 -- connection cycling through them from its own starting point, and print the
 -- figures the harness needs as one JSON line (wrk's own text is for people).
 --
---   wrk -s bench/wrk/post_bodies.lua --latency URL -- BODIES_FILE [PATH]
+--   wrk -s bench/wrk/post_bodies.lua --latency URL -- BODIES_FILE [PATH] [binary]
+--
+-- With `binary`, BODIES_FILE holds Open Inference binary-extension bodies, each
+-- framed as "<json header length> <body length>\n" then the body's bytes (a body
+-- may hold any byte, newlines included); each is sent with its
+-- Inference-Header-Content-Length.
 
 local requests = {}
 local next_index = 1
@@ -20,11 +25,30 @@ function init(args)
   if path == nil then
     error("usage: wrk -s post_bodies.lua URL -- BODIES_FILE")
   end
-  for line in io.lines(path) do
-    if #line > 0 then
-      -- Pre-formatted once: wrk.format per request would cost the load generator CPU.
-      requests[#requests + 1] =
-        wrk.format("POST", target, { ["Content-Type"] = "application/json" }, line)
+  if args[3] == "binary" then
+    local file = assert(io.open(path, "rb"))
+    local content = file:read("*a")
+    file:close()
+    local at = 1
+    while at <= #content do
+      local header_length, body_length, body_at = content:match("^(%d+) (%d+)\n()", at)
+      if header_length == nil then
+        error("bad binary body frame at byte " .. at .. " of " .. path)
+      end
+      local body = content:sub(body_at, body_at + tonumber(body_length) - 1)
+      requests[#requests + 1] = wrk.format("POST", target, {
+        ["Content-Type"] = "application/octet-stream",
+        ["Inference-Header-Content-Length"] = header_length,
+      }, body)
+      at = body_at + tonumber(body_length)
+    end
+  else
+    for line in io.lines(path) do
+      if #line > 0 then
+        -- Pre-formatted once: wrk.format per request would cost the load generator CPU.
+        requests[#requests + 1] =
+          wrk.format("POST", target, { ["Content-Type"] = "application/json" }, line)
+      end
     end
   end
   if #requests == 0 then

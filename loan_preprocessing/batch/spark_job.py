@@ -9,8 +9,9 @@ ignored, other unknown columns are refused. Every row is validated like the CSV
 API validates it (LoanApplication's rules a column at a time, csv_columns.py; a
 refused row's problems in csv_rows' words), and the job writes, under --output:
 
-    scored/    Loan_ID, Loan_Status, probability, reasons, model_tag  (what POST /predict
-               answers; reasons: a rejection's reason codes separated by `;`)
+    scored/    Loan_ID, Loan_Status, probability, reasons, counteroffer_amount,
+               counteroffer_term, model_tag  (what POST /predict answers; reasons: a
+               rejection's reason codes separated by `;`; the offers null where none)
     rejected/  Loan_ID, error, record  (rows /predict would refuse with 400: the
                problems, "column: message; ...", and the row as JSON)
 
@@ -51,6 +52,8 @@ import pandas as pd
 
 import loan_preprocessing
 from loan_preprocessing.csv_output import (
+    COUNTEROFFER_AMOUNT_COLUMN,
+    COUNTEROFFER_TERM_COLUMN,
     FORMULA_ESCAPE,
     FORMULA_TRIGGERS,
     REASONS_COLUMN,
@@ -68,7 +71,7 @@ from loan_preprocessing.inputs.csv_rows import (
     read_value,
 )
 from loan_preprocessing.model.store import MODEL_NAME, ModelLoadError, get_model, load_pipeline
-from loan_preprocessing.schema import FEATURE_COLUMNS, ID_COLUMN, TARGET_COLUMN
+from loan_preprocessing.schema import FEATURE_COLUMNS, ID_COLUMN, TARGET_COLUMN, Decision
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -95,16 +98,21 @@ SCORED_COLUMNS: Final = (
     TARGET_COLUMN,
     PROBABILITY_COLUMN,
     REASONS_COLUMN,
+    COUNTEROFFER_AMOUNT_COLUMN,
+    COUNTEROFFER_TERM_COLUMN,
     MODEL_TAG_COLUMN,
 )
 REJECTED_COLUMNS: Final = (ID_COLUMN, ERROR_COLUMN, RECORD_COLUMN)
 # One schema for both kinds of row, so each input row is read and validated once.
 RESULT_SCHEMA: Final = (
     f"{ID_COLUMN} string, {TARGET_COLUMN} string, {PROBABILITY_COLUMN} double, "
-    f"{REASONS_COLUMN} string, {MODEL_TAG_COLUMN} string, {ERROR_COLUMN} string, "
+    f"{REASONS_COLUMN} string, {COUNTEROFFER_AMOUNT_COLUMN} double, "
+    f"{COUNTEROFFER_TERM_COLUMN} double, {MODEL_TAG_COLUMN} string, {ERROR_COLUMN} string, "
     f"{RECORD_COLUMN} string"
 )
 _RESULT_NAMES: Final = tuple(part.split()[0] for part in RESULT_SCHEMA.split(", "))
+# The result columns of numbers (the others are text).
+_NUMBER_COLUMNS: Final = (PROBABILITY_COLUMN, COUNTEROFFER_AMOUNT_COLUMN, COUNTEROFFER_TERM_COLUMN)
 # Rows per pandas batch on the pickled-rows path (Arrow batches use Spark's own size).
 FALLBACK_BATCH_ROWS: Final = 10_000
 # Column problems are reported without a line number: a Spark row has none.
@@ -178,7 +186,7 @@ def score_batches(
 
     model: Scorer | None = None
     schema = pa.schema(
-        [(n, pa.float64() if n == PROBABILITY_COLUMN else pa.string()) for n in _RESULT_NAMES]
+        [(n, pa.float64() if n in _NUMBER_COLUMNS else pa.string()) for n in _RESULT_NAMES]
     )
     for batch in batches:
         model = model or loaded_model(package)
@@ -229,6 +237,8 @@ def score_cells(
     probabilities = np.full(rows, np.nan)
     statuses: list[str | None] = [None] * rows
     reasons: list[str | None] = [None] * rows
+    amounts: list[float | None] = [None] * rows
+    terms: list[float | None] = [None] * rows
     errors: list[str | None] = [None] * rows
     records_json: list[str | None] = [None] * rows
     valid_at = np.flatnonzero(~checked.refused)
@@ -238,7 +248,13 @@ def score_cells(
             if decision is None:
                 errors[index] = "the model could not score this row"
             else:
-                probabilities[index], statuses[index], reasons[index] = decision
+                (
+                    probabilities[index],
+                    statuses[index],
+                    reasons[index],
+                    amounts[index],
+                    terms[index],
+                ) = decision
     refused_at = np.flatnonzero(checked.refused)
     for index, raw in zip(refused_at.tolist(), records(refused_at), strict=True):
         record = {name: read_value(name, raw.get(name)) for name in INPUT_COLUMNS}
@@ -249,25 +265,49 @@ def score_cells(
         TARGET_COLUMN: statuses,
         PROBABILITY_COLUMN: probabilities,
         REASONS_COLUMN: reasons,
+        COUNTEROFFER_AMOUNT_COLUMN: amounts,
+        COUNTEROFFER_TERM_COLUMN: terms,
         MODEL_TAG_COLUMN: [model.tag] * rows,
         ERROR_COLUMN: errors,
         RECORD_COLUMN: records_json,
     }
 
 
-def _decide(model: Scorer, valid: ValidatedColumns) -> list[tuple[float, str, str] | None]:
-    """(probability, status, reason codes) per valid row; None where the model
-    raised on the row (then the rows are retried one by one, as /predict does)."""
+ScoredRow = tuple[float, str, str, float | None, float | None]
+
+
+def _decide(model: Scorer, valid: ValidatedColumns) -> list[ScoredRow | None]:
+    """(probability, status, reason codes, offered amount, offered term) per valid
+    row; None where the model raised on the row (then the rows are retried one
+    by one, as /predict does)."""
     try:
         decided = model.decide_columns(valid)
     except UnscoredRowError:
         return [
-            None
-            if isinstance(d, Unscored)
-            else (d.probability, d.Loan_Status, reason_codes_cell(d))
+            None if isinstance(d, Unscored) else _scored_row(d)
             for d in model.decide(list(valid.applications()))
         ]
-    return list(zip(decided.probabilities, decided.statuses, decided.reason_codes(), strict=True))
+    return list(
+        zip(
+            decided.probabilities,
+            decided.statuses,
+            decided.reason_codes(),
+            decided.counteroffer_amounts,
+            decided.counteroffer_terms,
+            strict=True,
+        )
+    )
+
+
+def _scored_row(decision: Decision) -> ScoredRow:
+    offer = decision.counteroffer
+    return (
+        decision.probability,
+        decision.Loan_Status,
+        reason_codes_cell(decision),
+        offer.LoanAmount if offer else None,
+        offer.Loan_Amount_Term if offer else None,
+    )
 
 
 def _row_errors(record: dict[str, Cell]) -> str:

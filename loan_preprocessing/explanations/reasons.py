@@ -26,8 +26,8 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from loan_preprocessing.explanations.tree_shapley import TreeShapley
-from loan_preprocessing.model.features import DERIVED_FROM, MODEL_FEATURES
-from loan_preprocessing.model.store import ModelLoadError, model_metadata
+from loan_preprocessing.model.features import DERIVED_FROM, MODEL_FEATURES, pipeline_features
+from loan_preprocessing.model.store import MODEL_INPUTS_KEY, ModelLoadError, model_metadata
 from loan_preprocessing.reason_codes import (
     CODES,
     FEATURE_REASONS,
@@ -54,16 +54,17 @@ METADATA_KEY: Final = "reasons"
 
 @dataclass(frozen=True)
 class ReferencePopulation:
-    """The model inputs (MODEL_FEATURES after imputation) of the reference
+    """The model inputs (the model's features after imputation) of the reference
     applicants, and how they were chosen."""
 
     inputs: np.ndarray
     selection: str
+    features: tuple[str, ...] = MODEL_FEATURES
 
     def payload(self) -> bytes:
         """The file stored with the model: JSON, floats written so they read back exactly."""
         document = {
-            "features": list(MODEL_FEATURES),
+            "features": list(self.features),
             "selection": self.selection,
             "rows": self.inputs.tolist(),
         }
@@ -104,7 +105,7 @@ def build_reference(
         f"the {len(chosen)} of {len(probabilities)} training applications the model approves "
         f"with the lowest P(Y) ({low:.3f} to {high:.3f}; threshold {threshold:g})"
     )
-    return ReferencePopulation(inputs[chosen], selection)
+    return ReferencePopulation(inputs[chosen], selection, pipeline_features(pipeline))
 
 
 def load_reference(model: bentoml.Model) -> ReferencePopulation:
@@ -125,13 +126,14 @@ def load_reference(model: bentoml.Model) -> ReferencePopulation:
             "training; the file was changed after training, retrain or restore it"
         )
     document = json.loads(payload)
-    if document.get("features") != list(MODEL_FEATURES):
+    features = (model_metadata(model).get(MODEL_INPUTS_KEY) or {}).get("features")
+    if document.get("features") != features:
         raise ModelLoadError(
             f"model {model.tag}: its reference population has the features "
-            f"{document.get('features')}, this code's model has {list(MODEL_FEATURES)}; retrain it"
+            f"{document.get('features')}, the model has {features}; retrain it"
         )
     return ReferencePopulation(
-        np.asarray(document["rows"], dtype=np.float64), document["selection"]
+        np.asarray(document["rows"], dtype=np.float64), document["selection"], tuple(features)
     )
 
 
@@ -161,7 +163,10 @@ class ReasonExplainer:
         codes = [reason.code for reason in REASON_CODES]
         self.group_of_feature = [codes.index(FEATURE_REASONS[f]) for f in features]
         # Built once: every rejection shares these immutable objects.
-        self._reasons = [Reason(code=r.code, fields=r.fields, text=r.text) for r in REASON_CODES]
+        self._reasons = [
+            Reason(code=r.code, fields=r.fields, text=r.text, actionable=r.actionable)
+            for r in REASON_CODES
+        ]
         # (a reason's index, the index of the reason given instead when the
         # application left all of its fields empty, those fields)
         self._when_not_provided = [

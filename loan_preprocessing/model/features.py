@@ -78,13 +78,16 @@ def _is_missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA
 
 
-def add_loan_features(frame: pd.DataFrame) -> pd.DataFrame:
+def add_loan_features(
+    frame: pd.DataFrame, features: Sequence[str] = MODEL_FEATURES
+) -> pd.DataFrame:
     """The model's features from an application frame: affordability (log incomes,
-    instalment-to-income) and indicator columns. Stateless, so it lives in a
-    FunctionTransformer; missing numbers stay NaN for the imputer."""
+    instalment-to-income) and indicator columns; `features`, a subset of
+    MODEL_FEATURES in their order, for a model that reads fewer fields. Stateless,
+    so it lives in a FunctionTransformer; missing numbers stay NaN for the imputer."""
     columns = {name: frame[name].to_numpy() for name in DERIVED_FROM}
     return pd.DataFrame(
-        loan_feature_matrix(columns), columns=list(MODEL_FEATURES), index=frame.index
+        loan_feature_matrix(columns, features), columns=list(features), index=frame.index
     )
 
 
@@ -108,46 +111,138 @@ NOT_MODEL_INPUTS: Final[dict[str, str]] = {
 }
 
 
-def model_inputs() -> dict[str, list[str]]:
-    """What a model trained with this code reads: the application fields and the
+# The application fields each feature is computed from: a model without a field
+# is a model without every feature that reads it.
+FEATURE_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+    "CreditHistory": ("Credit_History",),
+    "IsSemiurban": ("Property_Area",),
+    "IsGraduate": ("Education",),
+    "LogTotalIncome": ("ApplicantIncome", "CoapplicantIncome"),
+    "LogLoanAmount": ("LoanAmount",),
+    "LogInstalmentToIncome": (
+        "LoanAmount",
+        "Loan_Amount_Term",
+        "ApplicantIncome",
+        "CoapplicantIncome",
+    ),
+    "LogApplicantIncome": ("ApplicantIncome",),
+    "Loan_Amount_Term": ("Loan_Amount_Term",),
+}
+
+
+def features_without(fields: Iterable[str]) -> tuple[str, ...]:
+    """MODEL_FEATURES, in order, less every feature computed from one of `fields`."""
+    dropped = set(fields)
+    return tuple(f for f in MODEL_FEATURES if not dropped & set(FEATURE_FIELDS[f]))
+
+
+def fields_of(features: Sequence[str]) -> list[str]:
+    """The application fields `features` are computed from, in DERIVED_FROM order."""
+    read = {field for f in features for field in FEATURE_FIELDS[f]}
+    return [f for f in DERIVED_FROM if f in read]
+
+
+def feature_subset_problem(features: object) -> str | None:
+    """Why `features` is not a feature set this code derives (a non-empty subset of
+    MODEL_FEATURES in their order), or None."""
+    if not isinstance(features, list | tuple) or not features:
+        return f"{features!r} is not a non-empty list of features"
+    if list(features) != [f for f in MODEL_FEATURES if f in features]:
+        return f"{list(features)} is not a subset of {list(MODEL_FEATURES)} in that order"
+    return None
+
+
+def model_inputs(features: Sequence[str] = MODEL_FEATURES) -> dict[str, list[str]]:
+    """What a model fitted on `features` reads: the application fields and the
     features derived from them (recorded in its metadata as MODEL_INPUTS_KEY)."""
-    return {"fields": list(DERIVED_FROM), "features": list(MODEL_FEATURES)}
+    return {"fields": fields_of(features), "features": list(features)}
 
 
-def loan_feature_matrix(columns: Mapping[str, np.ndarray]) -> np.ndarray:
-    """MODEL_FEATURES as a float64 matrix (one row per application) from the
-    DERIVED_FROM columns. Plain numpy, the one definition of the features: the
-    pipeline's FunctionTransformer and the serving fast path both call it."""
-    applicant = np.asarray(columns["ApplicantIncome"], dtype=np.float64)
-    income = applicant + np.asarray(columns["CoapplicantIncome"], dtype=np.float64)
-    amount = np.asarray(columns["LoanAmount"], dtype=np.float64)
-    term = np.asarray(columns["Loan_Amount_Term"], dtype=np.float64)
-    credit = np.asarray(columns["Credit_History"], dtype=np.float64)
+def pipeline_features(pipeline: Pipeline) -> tuple[str, ...]:
+    """The features a `build_pipeline` pipeline derives (all of MODEL_FEATURES for
+    one built without `features`, as every model before feature sets was)."""
+    derive = pipeline.named_steps[PIPELINE_STEPS[0]]
+    return tuple((derive.kw_args or {}).get("features", MODEL_FEATURES))
+
+
+def loan_feature_matrix(
+    columns: Mapping[str, np.ndarray], features: Sequence[str] = MODEL_FEATURES
+) -> np.ndarray:
+    """`features` (MODEL_FEATURES by default) as a float64 matrix (one row per
+    application) from the DERIVED_FROM columns. Plain numpy, the one definition of
+    the features: the pipeline's FunctionTransformer and the serving fast path both
+    call it."""
+
+    def number(name: str) -> np.ndarray:
+        return np.asarray(columns[name], dtype=np.float64)
+
+    def income() -> np.ndarray:
+        return number("ApplicantIncome") + number("CoapplicantIncome")
+
+    # Computed only when asked for: a model without a field never reads its column.
+    derived: dict[str, Callable[[], np.ndarray]] = {
+        "CreditHistory": lambda: np.where(
+            np.isnan(credit := number("Credit_History")), UNKNOWN_CREDIT_HISTORY, credit
+        ),
+        # Compared as object arrays: a missing category (None or NaN) is simply not equal.
+        "IsSemiurban": lambda: np.asarray(columns["Property_Area"], dtype=object) == "Semiurban",
+        "IsGraduate": lambda: np.asarray(columns["Education"], dtype=object) == "Graduate",
+        "LogTotalIncome": lambda: np.log1p(income()),
+        "LogLoanAmount": lambda: np.log(number("LoanAmount")),
+        "LogInstalmentToIncome": lambda: log_instalment_to_income(
+            number("LoanAmount"), number("Loan_Amount_Term"), income()
+        ),
+        "LogApplicantIncome": lambda: np.log1p(number("ApplicantIncome")),
+        "Loan_Amount_Term": lambda: number("Loan_Amount_Term"),
+    }
+    return np.column_stack([derived[name]() for name in features]).astype(np.float64)
+
+
+# The features the loan's own terms (amount and term) enter, and nothing else does.
+LOAN_TERMS_FEATURES: Final = ("LogLoanAmount", "LogInstalmentToIncome", "Loan_Amount_Term")
+
+
+def loan_terms_features(
+    amount: np.ndarray, term: np.ndarray, income: np.ndarray
+) -> dict[str, np.ndarray]:
+    """LOAN_TERMS_FEATURES from the amount, the term and the total income (float64,
+    NaN where missing): the formulas of `loan_feature_matrix`, and what a
+    counteroffer recomputes when it changes the amount or the term."""
+    return {
+        "LogLoanAmount": np.log(amount),
+        "LogInstalmentToIncome": log_instalment_to_income(amount, term, income),
+        "Loan_Amount_Term": term,
+    }
+
+
+def log_instalment_to_income(
+    amount: np.ndarray, term: np.ndarray, income: np.ndarray
+) -> np.ndarray:
+    """log(monthly instalment / (total income + 1)), a missing term taken as the
+    most common one."""
     # LoanAmount is in thousands; the instalment ignores interest on purpose
     # (the data has no rate), it is a ratio the model can rescale.
     instalment = amount * 1000.0 / np.where(np.isnan(term), DEFAULT_TERM_MONTHS, term)
-    features = {
-        "CreditHistory": np.where(np.isnan(credit), UNKNOWN_CREDIT_HISTORY, credit),
-        # Compared as object arrays: a missing category (None or NaN) is simply not equal.
-        "IsSemiurban": np.asarray(columns["Property_Area"], dtype=object) == "Semiurban",
-        "IsGraduate": np.asarray(columns["Education"], dtype=object) == "Graduate",
-        "LogTotalIncome": np.log1p(income),
-        "LogLoanAmount": np.log(amount),
-        "LogInstalmentToIncome": np.log(instalment / (income + 1.0)),
-        "LogApplicantIncome": np.log1p(applicant),
-        "Loan_Amount_Term": term,
-    }
-    return np.column_stack([features[name] for name in MODEL_FEATURES]).astype(np.float64)
+    return np.log(instalment / (income + 1.0))
 
 
 def model_feature_names(transformer: object, input_features: Iterable[str]) -> list[str]:
     """Output names of `add_loan_features` (used by FunctionTransformer)."""
-    return list(MODEL_FEATURES)
+    kw_args = getattr(transformer, "kw_args", None) or {}
+    return list(kw_args.get("features", MODEL_FEATURES))
 
 
-def build_pipeline(classifier: object) -> Pipeline:
-    """The full model: derived features, median imputation, then the classifier."""
-    derive = FunctionTransformer(add_loan_features, feature_names_out=model_feature_names)
+def build_pipeline(classifier: object, features: Sequence[str] = MODEL_FEATURES) -> Pipeline:
+    """The full model: derived features (`features`, all of MODEL_FEATURES by
+    default), median imputation, then the classifier. A subset is recorded in the
+    feature step's kw_args, so the one saved pipeline says what it reads."""
+    problem = feature_subset_problem(features)
+    if problem:
+        raise ValueError(problem)
+    kw_args = None if tuple(features) == MODEL_FEATURES else {"features": list(features)}
+    derive = FunctionTransformer(
+        add_loan_features, kw_args=kw_args, feature_names_out=model_feature_names
+    )
     return Pipeline(
         [
             (PIPELINE_STEPS[0], derive),
@@ -185,6 +280,7 @@ class FastPredictor:
         if problem:
             raise ValueError(f"no fast path for this pipeline: {problem}")
         self.pipeline = pipeline
+        self.features = pipeline_features(pipeline)
         self.medians = np.asarray(pipeline.named_steps["impute"].statistics_, dtype=np.float64)
         self.classifier = pipeline.named_steps["classify"]
         self.classifier_proba = (
@@ -198,12 +294,12 @@ class FastPredictor:
         return not _fast_path_problem(pipeline)
 
     def model_inputs(self, applications: Sequence[Application]) -> np.ndarray:
-        """The classifier's input: MODEL_FEATURES after imputation."""
+        """The classifier's input: the pipeline's features after imputation."""
         return self.model_inputs_columns(application_columns(applications))
 
     def model_inputs_columns(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         """The same for applications already held as DERIVED_FROM columns."""
-        matrix = loan_feature_matrix(columns)
+        matrix = loan_feature_matrix(columns, self.features)
         # What the fitted SimpleImputer does: each NaN becomes its column's median.
         return np.where(np.isnan(matrix), self.medians, matrix)
 
@@ -271,15 +367,20 @@ def _fast_path_problem(pipeline: object) -> str | None:
     derive, impute, classify = pipeline.named_steps.values()
     if not isinstance(derive, FunctionTransformer) or derive.func is not add_loan_features:
         return "the first step is not FunctionTransformer(add_loan_features)"
-    if derive.validate or derive.kw_args or derive.inverse_func is not None:
+    kw_args = derive.kw_args or {}
+    if derive.validate or set(kw_args) - {"features"} or derive.inverse_func is not None:
         return "the feature step has extra options"
+    features = kw_args.get("features", MODEL_FEATURES)
+    problem = feature_subset_problem(features)
+    if problem:
+        return problem
     if not isinstance(impute, SimpleImputer) or impute.add_indicator:
         return "the imputer is not a plain SimpleImputer"
     if not (isinstance(impute.missing_values, float) and np.isnan(impute.missing_values)):
         return "the imputer does not impute NaN"
     statistics = getattr(impute, "statistics_", None)
-    if statistics is None or len(statistics) != len(MODEL_FEATURES):
-        return "the imputer is not fitted on MODEL_FEATURES"
+    if statistics is None or len(statistics) != len(features):
+        return "the imputer is not fitted on the feature step's features"
     if not np.all(np.isfinite(np.asarray(statistics, dtype=np.float64))):
         # SimpleImputer drops (or keeps empty) columns without a statistic.
         return "the imputer has a column without a median"

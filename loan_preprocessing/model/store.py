@@ -18,7 +18,13 @@ import skops.io
 from sklearn.pipeline import Pipeline
 
 from loan_preprocessing.model import features
-from loan_preprocessing.model.features import MODEL_FEATURES
+from loan_preprocessing.model.features import (
+    MODEL_FEATURES,
+    PIPELINE_STEPS,
+    feature_subset_problem,
+    fields_of,
+    pipeline_features,
+)
 from loan_preprocessing.schema import PROTECTED_ATTRIBUTES
 
 MODEL_NAME: Final = "loan_approval"
@@ -120,6 +126,15 @@ def load_pipeline(model: bentoml.Model) -> Pipeline:
             f"model {model.tag}: {path.name} holds a "
             f"{type(pipeline).__name__}, not a scikit-learn Pipeline"
         )
+    recorded = metadata[MODEL_INPUTS_KEY]["features"]
+    derived = (
+        list(pipeline_features(pipeline)) if PIPELINE_STEPS[0] in pipeline.named_steps else None
+    )
+    if derived != recorded:
+        raise ModelLoadError(
+            f"model {model.tag}: its pipeline derives the features {derived}, its metadata "
+            f"records {recorded}; retrain with train.py"
+        )
     return pipeline
 
 
@@ -137,8 +152,9 @@ def _alias_legacy_features_module() -> None:
 
 def check_model_inputs(tag: str, metadata: dict[str, Any]) -> None:
     """Refuse, with one line, a model that does not record the application fields it
-    reads, that reads a protected attribute, or whose features are not the ones
-    this code derives (it could not score, or would score differently)."""
+    reads, that reads a protected attribute, or whose features are not ones this
+    code derives (it could not score, or would score differently), or whose fields
+    are not those its features are computed from."""
     recorded = metadata.get(MODEL_INPUTS_KEY)
     if not isinstance(recorded, dict):
         recorded = {}
@@ -155,10 +171,15 @@ def check_model_inputs(tag: str, metadata: dict[str, Any]) -> None:
             "a credit decision must not, so it is refused: retrain with train.py"
         )
     features = recorded.get("features")
-    if features != list(MODEL_FEATURES):
+    if not isinstance(features, list) or feature_subset_problem(features):
         raise ModelLoadError(
             f"model {tag} was fitted on the features {features}, this code derives "
-            f"{list(MODEL_FEATURES)}; retrain with train.py"
+            f"{list(MODEL_FEATURES)} (or a subset in that order); retrain with train.py"
+        )
+    if fields != fields_of(features):
+        raise ModelLoadError(
+            f"model {tag} records the fields {fields}, its features {features} are computed "
+            f"from {fields_of(features)}; retrain with train.py"
         )
 
 

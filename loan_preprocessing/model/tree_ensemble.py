@@ -19,6 +19,7 @@ tree from the baseline, so the numbers are the same.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,11 @@ class VectorizedBooster:
     BULK_MIN_ROWS = 256
     # Rows coded together on that path: the per-tree arrays stay in the L2 cache.
     BULK_CHUNK_ROWS = 16384
+    # Rows bounded together by `upper_bounds` (a trees x rows block of 8-byte values).
+    BOUND_CHUNK_ROWS = 2048
+    # Added to an upper bound of a raw score: far above the rounding of a sum of
+    # a few hundred leaves in any order (about 1e-13), far below any leaf.
+    BOUND_SLACK = 1e-9
 
     def __init__(self, classifier: HistGradientBoostingClassifier) -> None:
         reason = unsupported_reason(classifier)
@@ -154,6 +160,59 @@ class VectorizedBooster:
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return self.loss.predict_proba(self.raw_predict(X))
 
+    def upper_bounds(
+        self, feature_sets: Sequence[frozenset[int]]
+    ) -> Callable[[np.ndarray], np.ndarray] | None:
+        """A function giving, for each of `feature_sets` and each row of a matrix,
+        a raw score no smaller than that of any row differing from it only in
+        those features: each tree's leaf is replaced by its largest leaf over the
+        features' sides, and the trees are added in order (floating-point addition
+        is monotonic, so in the same order the bound holds with rounding; a slack
+        of BOUND_SLACK covers any other order). (sets x rows); None for trees
+        that split more than twice."""
+        if self._bulk is None:
+            return None
+        bulk = self._bulk
+        tables = [bulk.maximised(features) for features in feature_sets]
+        # Every tree's table of every set end to end, and where each starts.
+        flat = np.concatenate([t for maximised in tables for t in maximised.tables])
+        sizes = [len(t) for maximised in tables for t in maximised.tables]
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+        offsets = offsets.reshape(len(tables), self.n_trees)
+        pair_of_tree = bulk.codes.pair_of_tree
+
+        def bounds(X: np.ndarray) -> np.ndarray:
+            X = np.ascontiguousarray(X, dtype=np.float64)
+            out = np.empty((len(tables), X.shape[0]), dtype=np.float64)
+            for start in range(0, X.shape[0], self.BOUND_CHUNK_ROWS):
+                chunk = X[start : start + self.BOUND_CHUNK_ROWS]
+                joint = bulk.codes.joint(chunk)[pair_of_tree]  # (trees x rows)
+                for i in range(len(tables)):
+                    # One gather for all trees, then added down the trees in order
+                    # (as _raw_chunk does), the baseline first.
+                    leaves = np.empty((self.n_trees + 1, len(chunk)), dtype=np.float64)
+                    leaves[0] = self.baseline
+                    flat.take(joint + offsets[i][:, None], out=leaves[1:], mode="clip")
+                    summed = np.add.accumulate(leaves, axis=0)[-1]
+                    out[i, start : start + len(chunk)] = summed + self.BOUND_SLACK
+            return out
+
+        return bounds
+
+    def predict_proba_distinct(self, X: np.ndarray) -> np.ndarray:
+        """predict_proba(X) with each distinct vector of side codes scored once:
+        rows with the same codes take the same side at every split, so they get
+        the same leaves in the same order, the same numbers. For batches that
+        repeat a few shapes many times (a counteroffer's candidates: each denied
+        row's own features with only the loan's terms changed)."""
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if self._bulk is not None and X.shape[0] >= self.BULK_MIN_ROWS:
+            distinct = self._bulk.codes.distinct(X)
+            if distinct is not None:
+                first, inverse = distinct
+                return self.predict_proba(X[first])[inverse]
+        return self.predict_proba(X)
+
 
 class _BulkTables:
     """Each tree's leaf value for each joint side code of its pair of features."""
@@ -179,6 +238,20 @@ class _BulkTables:
             for t, nodes in zip(parsed, trees, strict=True)
         ]
         return cls(codes, [codes.table(t, v) for t, v in zip(parsed, leaves, strict=True)])
+
+    def maximised(self, features: frozenset[int]) -> _BulkTables:
+        """The same tables with each tree's value at a joint code replaced by its
+        largest over every side of `features` (the other feature's side kept)."""
+        pairs = [self.codes.pairs[p] for p in self.pair_of_tree]
+        tables = []
+        for table, (a, b) in zip(self.tables, pairs, strict=True):
+            grid = table.reshape(int(self.codes.width[a]), int(self.codes.width[b]))
+            if a in features:
+                grid = np.broadcast_to(grid.max(axis=0, keepdims=True), grid.shape)
+            if b in features:
+                grid = np.broadcast_to(grid.max(axis=1, keepdims=True), grid.shape)
+            tables.append(np.ascontiguousarray(grid).ravel())
+        return _BulkTables(self.codes, tables)
 
     def raw(self, X: np.ndarray, baseline: float) -> np.ndarray:
         """baseline + each tree's leaf, added one tree at a time in order as

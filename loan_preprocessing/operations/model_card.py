@@ -20,6 +20,14 @@ from loan_preprocessing.data import DEFAULT_DATA_PATH, file_sha256
 from loan_preprocessing.explanations.reasons import METADATA_KEY as REASONS_METADATA_KEY
 from loan_preprocessing.explanations.reasons import MIN_REASON_LOG_ODDS
 from loan_preprocessing.model.features import NOT_MODEL_INPUTS
+from loan_preprocessing.model.search import ALL_INPUTS
+from loan_preprocessing.operations.alternatives import (
+    CUTOFF_KEY,
+    MIN_PROTECTED_AIR,
+    PROXY_TEST_KEY,
+    SELECTION_KEY,
+    why_kept_or_dropped,
+)
 from loan_preprocessing.operations.fairness import (
     ADVERSE_IMPACT_RATIO,
     APPROVAL_RATE,
@@ -32,7 +40,12 @@ from loan_preprocessing.operations.fairness import (
     rate_text,
     with_interval,
 )
-from loan_preprocessing.operations.report import APPROVAL_BY_GROUP_FILE, STORE_REPORT_DIR
+from loan_preprocessing.operations.report import (
+    APPROVAL_BY_GROUP_FILE,
+    CUTOFF_FILE,
+    FRONTIER_FILE,
+    STORE_REPORT_DIR,
+)
 from loan_preprocessing.reason_codes import MAX_REASONS, REASON_CODES
 from loan_preprocessing.schema import PROHIBITED_BASIS_RULE
 
@@ -47,6 +60,8 @@ METRICS = "Metrics"
 DECISION_THRESHOLD_SECTION = "Decision threshold"
 FAIRNESS_AUDIT = "Fairness audit"
 FAIRNESS_BY_GROUP = "Fairness audit by group"
+ALTERNATIVES = "Less discriminatory alternatives"
+PROXY_TEST = "Proxy test"
 HOW_DECISIONS_ARE_EXPLAINED = "How decisions are explained"
 KNOWN_LIMITATIONS = "Known limitations"
 HOW_TO_RETRAIN = "How to retrain"
@@ -60,6 +75,8 @@ SECTIONS: Final = (
     DECISION_THRESHOLD_SECTION,
     FAIRNESS_AUDIT,
     FAIRNESS_BY_GROUP,
+    ALTERNATIVES,
+    PROXY_TEST,
     HOW_DECISIONS_ARE_EXPLAINED,
     KNOWN_LIMITATIONS,
     HOW_TO_RETRAIN,
@@ -109,7 +126,13 @@ def build_card(pipeline: Pipeline, metadata: Mapping[str, Any], title: str) -> C
         },
     )
     card.add_table(**{METRICS: metrics_table(metadata["metrics"])})
-    card.add(**{DECISION_THRESHOLD_SECTION: decision_threshold(metadata["threshold"])})
+    card.add_table(
+        description=decision_threshold(metadata["threshold"], metadata.get(CUTOFF_KEY)),
+        **{DECISION_THRESHOLD_SECTION: cutoff_table(metadata.get(CUTOFF_KEY))},
+    )
+    card.add_plot(
+        **{f"{DECISION_THRESHOLD_SECTION}/Cutoff trade-off": f"{STORE_REPORT_DIR}/{CUTOFF_FILE}"}
+    )
     audit = metadata[FAIRNESS_KEY]
     card.add_table(description=fairness_summary(audit), **{FAIRNESS_AUDIT: gaps_table(audit)})
     card.add_table(**{FAIRNESS_BY_GROUP: groups_table(audit)})
@@ -117,6 +140,13 @@ def build_card(pipeline: Pipeline, metadata: Mapping[str, Any], title: str) -> C
     # can be a subsection, the tables are sections of their own.
     plot = f"{STORE_REPORT_DIR}/{APPROVAL_BY_GROUP_FILE}"  # relative: the card's folder
     card.add_plot(**{f"{FAIRNESS_BY_GROUP}/Approval rate by group": plot})
+    selection = metadata[SELECTION_KEY]
+    card.add_table(
+        description=alternatives_summary(selection), **{ALTERNATIVES: frontier_table(selection)}
+    )
+    card.add_plot(**{f"{ALTERNATIVES}/Candidates": f"{STORE_REPORT_DIR}/{FRONTIER_FILE}"})
+    proxy = metadata[PROXY_TEST_KEY]
+    card.add_table(description=proxy_summary(proxy, selection), **{PROXY_TEST: proxy_table(proxy)})
     card.add(**{HOW_DECISIONS_ARE_EXPLAINED: how_decisions_are_explained(metadata)})
     card.add(**{KNOWN_LIMITATIONS: known_limitations(metadata)})
     card.add(**{HOW_TO_RETRAIN: how_to_retrain(metadata)})
@@ -187,12 +217,158 @@ def _source(metric: str) -> str:
     return next((s for s in METRIC_SOURCES if metric.startswith(s + "_")), "")
 
 
-def decision_threshold(threshold: float) -> str:
-    return (
-        f"Approve (Y) when P(Y) >= {threshold:g}, else reject (N). Not tuned for accuracy: "
-        "tuning on this data drifts to approving every good credit history, which did not "
-        "generalise. Every figure in this card is at this threshold."
+def decision_threshold(threshold: float, cutoff: Mapping[str, Any] | None) -> str:
+    text = (
+        f"Approve (Y) when P(Y) >= {threshold:g}, else reject (N). The cutoff is the lender's "
+        "decision, recorded with the model (`train.py --cutoff`, default 0.5); every scoring "
+        "path (/predict, the V2 API, /predict_csv, offline scoring, the Spark job) decides with "
+        "it, and the reasons of a rejection are explained against the applicants just above it. "
+        "Every figure in this card is at this cutoff."
     )
+    if cutoff:
+        text += (
+            " The table is the trade-off at other cutoffs, from the "
+            f"{cutoff['source']}: the share approved, and of those approved the share the "
+            "lender had rejected (the data's only proxy for a bad rate)."
+        )
+    return text
+
+
+def cutoff_table(cutoff: Mapping[str, Any] | None) -> dict[str, list[Any]]:
+    points = (cutoff or {}).get("curve") or []
+    value = (cutoff or {}).get("value")
+    return {
+        "cutoff": [
+            f"{p['cutoff']:g}" + (" (recorded)" if p["cutoff"] == value else "") for p in points
+        ],
+        "share approved": [rate_text(p["approval_rate"]) for p in points],
+        "of approved: rejected by the lender": [
+            rate_text(p["approved_rejected_by_lender"]) for p in points
+        ],
+        "accuracy": [rate_text(p["accuracy"]) for p in points],
+    }
+
+
+def alternatives_summary(selection: Mapping[str, Any]) -> str:
+    chosen = selection["chosen"]
+    text = (
+        "Every candidate of the declared search space (the fields the model may read, all of "
+        "them or all but one; each with the hyperparameter grid and the monotonic constraint in "
+        "credit history) was scored out of fold on the search's own folds at the recorded "
+        f"cutoff. Rule: {selection['rule']}. Tolerance: {selection['auc_tolerance']:g} "
+        f"(best ROC AUC {selection['best_roc_auc']:.3f}). Chosen: **{chosen}**"
+    )
+    if selection["overridden"]:
+        margin = selection["override_margin"]
+        text += (
+            f", OVERRIDDEN with `--candidate` (the rule chose {selection['chosen_by_rule']}; "
+            f"the kept one differs by {margin['roc_auc']:+.4f} in ROC AUC and "
+            f"{_signed(margin[MIN_PROTECTED_AIR])} in the lowest protected adverse impact ratio)."
+        )
+    else:
+        text += " (by the rule)."
+    return text
+
+
+def frontier_table(selection: Mapping[str, Any]) -> dict[str, list[Any]]:
+    frontier = selection["frontier"]
+    attributes = list(next(iter(frontier.values()))["attributes"])
+    table: dict[str, list[Any]] = {
+        "candidate": [],
+        "ROC AUC": [],
+        "accuracy": [],
+        "Brier": [],
+        **{f"AIR {a}": [] for a in attributes},
+        "lowest protected AIR": [],
+        "within tolerance": [],
+    }
+    for name, point in frontier.items():
+        marked = f"**{name}** (chosen)" if name == selection["chosen"] else name
+        table["candidate"].append(marked)
+        table["ROC AUC"].append(f"{point['roc_auc']:.3f}")
+        table["accuracy"].append(f"{point['accuracy']:.3f}")
+        table["Brier"].append(f"{point['brier']:.3f}")
+        for a in attributes:
+            table[f"AIR {a}"].append(with_interval(point["attributes"][a], ADVERSE_IMPACT_RATIO))
+        table["lowest protected AIR"].append(rate_text(point[MIN_PROTECTED_AIR]))
+        table["within tolerance"].append("yes" if name in selection["within_tolerance"] else "no")
+    return table
+
+
+def proxy_summary(proxy: Mapping[str, Any], selection: Mapping[str, Any]) -> str:
+    """Plain language: how much each field tells about sex and marital status, and
+    what became of Property_Area, first."""
+    predicts = proxy["predicts_protected_attribute"]
+    attributes = list(predicts)
+    area = "Property_Area"
+    lines = [
+        "How well each field the model may read predicts each protected attribute (ROC AUC: "
+        "0.5 means it tells nothing, 1.0 that it gives it away; a little under 0.5 is noise), "
+        "and what leaving the field "
+        f"out does (the candidate without it against '{ALL_INPUTS}'). Method: {proxy['method']}."
+    ]
+    if area in predicts[attributes[0]]:
+        aucs = ", ".join(f"{a} {rate_text(predicts[a][area])}" for a in attributes)
+        change = proxy["substitution"].get(area, {})
+        lines.append(
+            f"**{area}** (a proxy candidate, not a protected attribute) predicts {aucs}. "
+            + (
+                f"Leaving it out changes ROC AUC by {_signed(change.get('roc_auc_change'))} and "
+                "the adverse impact ratios by "
+                + ", ".join(
+                    f"{a} {_signed(v)}"
+                    for a, v in change.get("adverse_impact_ratio_change", {}).items()
+                )
+                + ". "
+                if change
+                else ""
+            )
+            + why_kept_or_dropped(selection, area)
+        )
+    strongest = {
+        a: max(
+            ((f, v) for f, v in predicts[a].items() if v is not None and f != ALL_INPUTS),
+            key=lambda item: item[1],
+            default=(None, None),
+        )
+        for a in attributes
+    }
+    lines.append(
+        "Strongest single field: "
+        + "; ".join(f"for {a} {f} ({rate_text(v)})" for a, (f, v) in strongest.items())
+        + "; all fields together: "
+        + ", ".join(f"{a} {rate_text(predicts[a].get(ALL_INPUTS))}" for a in attributes)
+        + "."
+    )
+    return "\n\n".join(lines)
+
+
+def proxy_table(proxy: Mapping[str, Any]) -> dict[str, list[Any]]:
+    predicts = proxy["predicts_protected_attribute"]
+    attributes = list(predicts)
+    fields = list(predicts[attributes[0]])
+    substitution = proxy["substitution"]
+    table: dict[str, list[Any]] = {
+        "field": fields,
+        **{f"predicts {a} (AUC)": [rate_text(predicts[a][f]) for f in fields] for a in attributes},
+        "left out: ROC AUC change": [
+            _signed(substitution.get(f, {}).get("roc_auc_change")) for f in fields
+        ],
+        "left out: approval-rate change by group": [
+            "; ".join(
+                f"{name} " + ", ".join(f"{g} {_signed(v)}" for g, v in groups.items())
+                for name, groups in substitution[f]["approval_rate_change"].items()
+            )
+            if f in substitution
+            else "-"
+            for f in fields
+        ],
+    }
+    return table
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.3f}"
 
 
 def fairness_summary(audit: Mapping[str, Any]) -> str:
@@ -283,7 +459,16 @@ def known_limitations(metadata: Mapping[str, Any]) -> str:
         "- Not using sex or marital status does not make the decisions independent of them: "
         "other fields (co-applicant income, property area) correlate with them, which is "
         "why every version is audited.\n"
-        "- No interest rate, debt or repayment data: affordability is approximate."
+        "- No interest rate, debt or repayment data: affordability is approximate.\n"
+        "- The data records no race, ethnicity or age: sex and marital status are the only "
+        "protected attributes the search for less discriminatory alternatives and the audit "
+        "can measure. Property_Area is audited as a proxy candidate (geography, the classic "
+        "redlining proxy), not as a protected attribute; whether the model reads it is the "
+        "stated rule's choice, shown above.\n"
+        "- The search is over the declared candidates only (feature sets x the grid), scored "
+        "on one set of folds of a small data set: differences of a few thousandths in ROC AUC "
+        "or adverse impact ratio are within noise (see the intervals). The held-out and "
+        "classic-split figures measure the chosen feature set, which was chosen on all rows."
     )
 
 

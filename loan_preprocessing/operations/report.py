@@ -30,6 +30,7 @@ from sklearn.metrics import (
 from sklearn.pipeline import Pipeline
 
 from loan_preprocessing.model.search import SEARCH_SCORING
+from loan_preprocessing.operations.alternatives import MIN_PROTECTED_AIR
 from loan_preprocessing.operations.fairness import DEFAULT_MIN_ADVERSE_IMPACT_RATIO
 from loan_preprocessing.schema import APPROVED, FEATURE_COLUMNS, REJECTED
 
@@ -41,6 +42,8 @@ CALIBRATION_FILE: Final = "calibration_curve.png"
 CONFUSION_FILE: Final = "confusion_matrix.png"
 IMPORTANCE_FILE: Final = "permutation_importance.png"
 APPROVAL_BY_GROUP_FILE: Final = "approval_by_group.png"
+FRONTIER_FILE: Final = "candidate_frontier.png"
+CUTOFF_FILE: Final = "cutoff_tradeoff.png"
 REPORT_FILES: Final = (
     METRICS_FILE,
     ROC_FILE,
@@ -48,6 +51,8 @@ REPORT_FILES: Final = (
     CONFUSION_FILE,
     IMPORTANCE_FILE,
     APPROVAL_BY_GROUP_FILE,
+    FRONTIER_FILE,
+    CUTOFF_FILE,
 )
 PERMUTATION_REPEATS: Final = 10
 # Quantile bins: about 12 held-out rows per bin on the 614-row data set.
@@ -76,6 +81,8 @@ class TrainingReport:
     threshold: float
     importance: pd.DataFrame  # index: input column; columns: mean, std
     fairness: dict[str, Any]  # the audit of operations/fairness.py
+    selection: dict[str, Any]  # the frontier and the rule's choice (operations/alternatives.py)
+    cutoff: dict[str, Any]  # the out-of-fold trade-off curve and the recorded cutoff
 
 
 def build_report(
@@ -84,6 +91,9 @@ def build_report(
     metrics: dict[str, float],
     seed: int,
     fairness: dict[str, Any],
+    *,
+    selection: dict[str, Any],
+    cutoff: dict[str, Any],
 ) -> TrainingReport:
     """Compute the report's numbers; permutation importance shuffles the raw input
     columns (Credit_History, not the derived features), so it speaks the data's terms."""
@@ -125,8 +135,10 @@ def build_report(
             "std": {k: round(float(v), 4) for k, v in table["std"].items()},
         },
         "fairness": fairness,
+        "selection": selection,
+        "cutoff": cutoff,
     }
-    return TrainingReport(summary, y, p, threshold, table, fairness)
+    return TrainingReport(summary, y, p, threshold, table, fairness, selection, cutoff)
 
 
 def write_report(
@@ -151,6 +163,8 @@ def draw_figures(report: TrainingReport, title: str) -> dict[str, Figure]:
         CONFUSION_FILE: _confusion,
         IMPORTANCE_FILE: _importance,
         APPROVAL_BY_GROUP_FILE: _approval_by_group,
+        FRONTIER_FILE: _frontier,
+        CUTOFF_FILE: _cutoff,
     }
     figures = {}
     for name, paint in painters.items():
@@ -250,3 +264,64 @@ def _approval_by_group(figure: Figure, report: TrainingReport) -> None:
         fontsize=8,
     )
     ax.set_ylabel("audited attribute and group")
+
+
+def _frontier(figure: Figure, report: TrainingReport) -> None:
+    """Every candidate as a point (out-of-fold ROC AUC against its minimum adverse
+    impact ratio over the protected attributes), the tolerance band, the chosen one."""
+    ax = figure.subplots()
+    selection = report.selection
+    frontier = selection["frontier"]
+    best, tolerance = selection["best_roc_auc"], selection["auc_tolerance"]
+    ax.axvspan(best - tolerance, best, color="tab:green", alpha=0.15, label="within tolerance")
+    for name, point in frontier.items():
+        air = point[MIN_PROTECTED_AIR]
+        if air is None:
+            continue
+        chosen = name == selection["chosen"]
+        ax.scatter(
+            point["roc_auc"],
+            air,
+            s=90 if chosen else 30,
+            marker="*" if chosen else "o",
+            color="tab:red" if chosen else "tab:blue",
+            zorder=3,
+            label="chosen" if chosen else None,
+        )
+        ax.annotate(
+            name, (point["roc_auc"], air), fontsize=7, xytext=(4, 3), textcoords="offset points"
+        )
+    ax.axhline(DEFAULT_MIN_ADVERSE_IMPACT_RATIO, color="0.3", linestyle="--", linewidth=0.8)
+    how = "overridden" if selection["overridden"] else "chosen by the rule"
+    ax.set_title(f"Candidates ({len(frontier)}, out of fold; {how})")
+    ax.set_xlabel(f"ROC AUC (band: within {tolerance:g} of the best)")
+    ax.set_ylabel("lowest adverse impact ratio over the protected attributes")
+    ax.legend(fontsize=8, loc="lower left")
+
+
+def _cutoff(figure: Figure, report: TrainingReport) -> None:
+    """The out-of-fold trade-off against the cutoff, the recorded cutoff marked."""
+    ax = figure.subplots()
+    curve = report.cutoff["curve"]
+    cutoffs = [p["cutoff"] for p in curve]
+    approval = [p["approval_rate"] for p in curve]
+    bad = [
+        np.nan if p["approved_rejected_by_lender"] is None else p["approved_rejected_by_lender"]
+        for p in curve
+    ]
+    ax.plot(cutoffs, approval, marker=".", label="share approved")
+    ax.plot(cutoffs, bad, marker=".", label="of those approved: share the lender rejected")
+    chosen = next(p for p in curve if p["cutoff"] == round(report.cutoff["value"], 4))
+    ax.axvline(chosen["cutoff"], color="tab:red", linestyle="--", linewidth=0.8)
+    ax.scatter(
+        [chosen["cutoff"]] * 2,
+        [chosen["approval_rate"], chosen["approved_rejected_by_lender"] or np.nan],
+        color="tab:red",
+        zorder=3,
+        label=f"recorded cutoff {chosen['cutoff']:g}",
+    )
+    ax.set_ylim(0.0, 1.0)
+    ax.set_title(f"Cutoff trade-off ({report.fairness['rows']} rows, out of fold)")
+    ax.set_xlabel("cutoff: approve when P(Y) >= cutoff")
+    ax.set_ylabel("share")
+    ax.legend(fontsize=8, loc="center left")

@@ -22,6 +22,7 @@ from typing import Any, Final
 import bentoml
 
 from loan_preprocessing.model.store import MODEL_NAME, ModelLoadError, get_model
+from loan_preprocessing.operations.alternatives import CUTOFF_KEY, PROXY_TEST_KEY, SELECTION_KEY
 from loan_preprocessing.operations.drift import PROFILE_FILE
 from loan_preprocessing.operations.fairness import FAIRNESS_KEY
 from loan_preprocessing.operations.model_card import CARD_FILE
@@ -36,6 +37,8 @@ LIST_COLUMNS: Final = (
     ("ROC AUC", ("metrics", "holdout_roc_auc"), "{:.3f}"),
     ("Brier", ("metrics", "holdout_brier"), "{:.3f}"),
     ("classic acc", ("metrics", "classic_split_accuracy"), "{:.3f}"),
+    ("cutoff", ("threshold",), "{:g}"),
+    ("candidate", ("selection", "chosen"), "{}"),
     # The adverse impact ratio of each protected attribute (fairness audit).
     *(
         (f"AIR {name}", (FAIRNESS_KEY, "attributes", name, "adverse_impact_ratio"), "{:.3f}")
@@ -48,6 +51,9 @@ SECTIONS: Final = (
     "threshold",
     FAIRNESS_KEY,
     "model_inputs",
+    SELECTION_KEY,
+    PROXY_TEST_KEY,
+    CUTOFF_KEY,
     "hyperparameters",
     "training_data",
     "search",

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from loan_preprocessing.schema import MAX_LISTED_ERRORS, MORE_ERRORS_TYPE
-from loan_preprocessing.serving import json_screen
+from loan_preprocessing.serving import binary_tensors, json_screen
 from loan_preprocessing.serving.middleware import Receive, Scope, Send, header, send_json
 
 JSON_MEDIA_TYPE: Final = "application/json"
@@ -305,10 +305,23 @@ class JsonBodyGuard:
         if body.startswith(UTF8_BOM):
             body = body[len(UTF8_BOM) :]
             scope = with_header(scope, b"content-length", str(len(body)).encode())
-        problem = json_problem(body, known)
+        problem = json_problem(_json_part(scope, body), known)
         if problem is not None:
             return await send_json(send, 400, problem)
         await self.app(scope, replaying(body, receive), send)
+
+
+def _json_part(scope: Scope, body: bytes) -> bytes:
+    """The body's JSON: all of it, or the header part of a binary tensor request
+    (a bad length is left for the endpoint to refuse, naming the header)."""
+    raw = header(scope, binary_tensors.HEADER_LENGTH.encode())
+    if raw is None:
+        return body
+    try:
+        length = binary_tensors.json_length(raw.decode("latin-1"), len(body))
+    except binary_tensors.BinaryTensorError:
+        return b"{}"
+    return body[:length]
 
 
 def bounded_error(answer: dict[str, Any]) -> dict[str, Any]:

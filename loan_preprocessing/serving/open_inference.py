@@ -4,7 +4,8 @@ KServe, MLServer and Triton clients send a batch as one input per column (the
 pandas-codec convention: `{"name": "ApplicantIncome", "datatype": "FP64",
 "shape": [n, 1], "data": [...]}`). Columns go straight into the columnar
 validation and the model, with no object per row; the answer is one output per
-column: `Loan_ID` (when given), `Loan_Status`, `probability` and `reasons`.
+column: `Loan_ID` (when given), `Loan_Status`, `probability`, `reasons`,
+`counteroffer_amount` and `counteroffer_term` (null where there is no offer).
 
 Mounted by service.py at /v2; the handlers reach the worker's service instance
 through `bentoml.get_current_service()`.
@@ -12,6 +13,7 @@ through `bentoml.get_current_service()`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from types import NoneType
 from typing import Annotated, Any, Final, Literal, get_args, get_origin
@@ -21,16 +23,23 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
 from loan_preprocessing.decide import ColumnDecisions, UnscoredRowError
 from loan_preprocessing.inputs.columns import RULES, ColumnsValidationError, validate_columns
 from loan_preprocessing.model.store import MODEL_NAME
 from loan_preprocessing.schema import BATCH_COLUMNS, ID_COLUMN, TARGET_COLUMN
+from loan_preprocessing.serving import binary_tensors
+from loan_preprocessing.serving.binary_tensors import BinaryTensorError
 
 MOUNT: Final = "/v2"
-INFER_PATH: Final = f"{MOUNT}/models/{MODEL_NAME}/infer"
+MODEL_PATH: Final = f"{MOUNT}/models/{MODEL_NAME}"
+INFER_PATH: Final = f"{MODEL_PATH}/infer"
+# The same model, named with its version: .../versions/<version>[/infer|/ready].
+VERSIONS_PATH: Final = f"{MODEL_PATH}/versions/"
+SERVER_NAME: Final = "loan-approval"
+EXTENSIONS: Final = ("binary_tensor_data",)
 # Probes: open even when an API key is set, like /readyz.
 HEALTH_PATHS: Final = frozenset({f"{MOUNT}/health/live", f"{MOUNT}/health/ready"})
 DATATYPES: Final = (
@@ -41,11 +50,17 @@ PROBABILITY_OUTPUT: Final = "probability"
 # A rejection's reason codes, most important first, joined by REASON_SEPARATOR
 # (empty for an approval), as in the CSV answers; the texts are in the README.
 REASONS_OUTPUT: Final = "reasons"
+# A rejection's counteroffer (schema.Counteroffer): null for an approval and
+# where there is no offer of the kind.
+COUNTEROFFER_AMOUNT_OUTPUT: Final = "counteroffer_amount"
+COUNTEROFFER_TERM_OUTPUT: Final = "counteroffer_term"
 OUTPUT_DATATYPES: Final = {
     ID_COLUMN: "BYTES",
     TARGET_COLUMN: "BYTES",
     PROBABILITY_OUTPUT: "FP64",
     REASONS_OUTPUT: "BYTES",
+    COUNTEROFFER_AMOUNT_OUTPUT: "FP64",
+    COUNTEROFFER_TERM_OUTPUT: "FP64",
 }
 
 
@@ -232,6 +247,8 @@ def response_body(
         TARGET_COLUMN: decided.statuses,
         PROBABILITY_OUTPUT: decided.probabilities,
         REASONS_OUTPUT: decided.reason_codes(),
+        COUNTEROFFER_AMOUNT_OUTPUT: decided.counteroffer_amounts,
+        COUNTEROFFER_TERM_OUTPUT: decided.counteroffer_terms,
     }
     outputs = []
     for name in wanted:
@@ -265,10 +282,51 @@ def _validation_answer(exc: ColumnsValidationError) -> JSONResponse:
     return JSONResponse(body, status_code=400)
 
 
-async def infer(request: Request) -> JSONResponse:
+def parse_request(body: bytes, header_length: str | None) -> InferenceRequest:
+    """The V2 request in `body`: all JSON, or (with the binary extension's
+    Inference-Header-Content-Length) a JSON header and its inputs' binary data."""
+    length = binary_tensors.json_length(header_length, len(body))
+    if length is None:
+        return InferenceRequest.model_validate_json(body)
+    try:
+        header = json.loads(body[:length])
+    except (ValueError, UnicodeDecodeError):
+        raise BinaryTensorError(
+            f"the first {length} bytes (Inference-Header-Content-Length) are not JSON"
+        ) from None
+    if not isinstance(header, dict):
+        raise BinaryTensorError("the JSON header is not an object")
+    binary_tensors.attach_inputs(header, memoryview(body)[length:])
+    return InferenceRequest.model_validate(header)
+
+
+def _answer(body: dict[str, Any], request: InferenceRequest) -> Response:
+    """JSON, or with the outputs asked for in binary after the JSON."""
+    asked = {o.name: o.model_dump() for o in request.outputs or []}
+    binary = {
+        o["name"]
+        for o in body["outputs"]
+        if binary_tensors.wants_binary(asked.get(o["name"]), request.parameters)
+    }
+    packed = binary_tensors.binary_answer(body, binary)
+    if packed is None:
+        return JSONResponse(body)
+    content, length = packed
+    return Response(
+        content,
+        media_type=binary_tensors.BINARY_MEDIA_TYPE,
+        headers={"Inference-Header-Content-Length": str(length)},
+    )
+
+
+async def infer(request: Request) -> Response:
     service = bentoml.get_current_service()
     try:
-        parsed = InferenceRequest.model_validate_json(await request.body())
+        parsed = parse_request(
+            await request.body(), request.headers.get(binary_tensors.HEADER_LENGTH)
+        )
+    except BinaryTensorError as exc:
+        return _bad_request(str(exc))
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_context=False, include_input=False)
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:20]]
@@ -288,7 +346,7 @@ async def infer(request: Request) -> JSONResponse:
         return JSONResponse(
             {"error": "the model could not score every row; see the server log"}, status_code=500
         )
-    return JSONResponse(body)
+    return _answer(body, parsed)
 
 
 async def model_metadata(request: Request) -> JSONResponse:
@@ -356,12 +414,84 @@ async def _unrouted(request: Request) -> JSONResponse:
     raise HTTPException(404)
 
 
+async def server_metadata(request: Request) -> JSONResponse:
+    return JSONResponse(
+        {"name": SERVER_NAME, "version": bentoml.__version__, "extensions": list(EXTENSIONS)}
+    )
+
+
+def _served_version_only(endpoint: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    """`endpoint` under .../versions/<version>: for the served version (which
+    OpenInferencePaths already sends to the unversioned route), else a 404 that
+    names the version served."""
+
+    async def versioned(request: Request) -> Response:
+        served = bentoml.get_current_service().model_version
+        asked = request.path_params["version"]
+        if asked != served:
+            return JSONResponse(
+                {
+                    "error": f"model {MODEL_NAME!r} has no version {asked[:64]!r} here; "
+                    f"this server serves version {served!r}"
+                },
+                status_code=404,
+            )
+        response: Response = await endpoint(request)
+        return response
+
+    return versioned
+
+
+class OpenInferencePaths:
+    """ASGI middleware, outermost: a request for the served version's
+    .../versions/<version> routes takes the unversioned route (so every guard,
+    limit and key on that route applies to it), and `/v2` takes `/v2/` (the
+    server's metadata, which the mount cannot route itself). A binary-extension
+    request sent as application/octet-stream is let through the JSON media
+    type check: its header part is JSON, which is checked."""
+
+    def __init__(self, app: Any, model_tag: Callable[[], str]) -> None:
+        self.app = app
+        self.model_tag = model_tag
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(MOUNT):
+            scope = self._rewritten(scope)
+        await self.app(scope, receive, send)
+
+    def _rewritten(self, scope: dict[str, Any]) -> dict[str, Any]:
+        path: str = scope["path"]
+        if path == MOUNT:
+            return {**scope, "path": f"{MOUNT}/"}
+        if path.startswith(VERSIONS_PATH):
+            version, _, rest = path.removeprefix(VERSIONS_PATH).partition("/")
+            if version == self.model_tag().partition(":")[2]:
+                path = f"{MODEL_PATH}/{rest}".removesuffix("/")
+                scope = {**scope, "path": path}
+        if path == INFER_PATH:
+            headers = scope["headers"]
+            binary = any(k == binary_tensors.HEADER_LENGTH.encode() for k, _ in headers)
+            octets = binary_tensors.BINARY_MEDIA_TYPE.encode()
+            if binary and any(k == b"content-type" and v.lower() == octets for k, v in headers):
+                scope = {
+                    **scope,
+                    "headers": [
+                        (k, b"application/json" if k == b"content-type" else v) for k, v in headers
+                    ],
+                }
+        return scope
+
+
 def _route(path: str, endpoint: Callable[..., Any], method: str) -> Route:
     return Route(path.removeprefix(MOUNT), endpoint, methods=[method])
 
 
 app: Final = Starlette(
     routes=[
+        _route(f"{MOUNT}/", server_metadata, "GET"),
+        _route(f"{VERSIONS_PATH}{{version}}/infer", _served_version_only(infer), "POST"),
+        _route(f"{VERSIONS_PATH}{{version}}", _served_version_only(model_metadata), "GET"),
+        _route(f"{VERSIONS_PATH}{{version}}/ready", _served_version_only(ready), "GET"),
         _route(INFER_PATH, infer, "POST"),
         _route(f"{MOUNT}/models/{MODEL_NAME}", model_metadata, "GET"),
         _route(f"{MOUNT}/models/{MODEL_NAME}/ready", ready, "GET"),

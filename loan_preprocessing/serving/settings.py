@@ -44,6 +44,9 @@ class ServiceSettings(BaseSettings):
     # missing or empty stops the service: a lost Secret must not open the API.
     api_key_file: str | None = None
     workers: PositiveInt = 2
+    # Keep the workers' open connections even (serving/connection_balance.py):
+    # without it a client's few keep-alive connections often all land on one.
+    balance_connections: bool = True
     threads: PositiveInt = 1
     # A request still waiting after this many seconds gets 504.
     timeout_seconds: PositiveFloat = 10.0

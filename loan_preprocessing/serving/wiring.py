@@ -58,6 +58,9 @@ def middleware_stack(
     }
     return [
         (AmbiguousFraming, {}),
+        # The served version's V2 routes take the unversioned ones' path, so
+        # every layer below applies to them as it does there.
+        (open_inference.OpenInferencePaths, {"model_tag": model_tag}),
         (BodySizeLimit, {"max_bytes": settings.max_body_bytes}),
         (BearerAuth, {"api_key": settings.api_key}),
         (

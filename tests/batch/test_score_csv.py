@@ -12,8 +12,9 @@ from loan_preprocessing.batch import score_csv
 from loan_preprocessing.decide import Scorer
 from loan_preprocessing.explanations.reasons import load_reference
 from loan_preprocessing.model.features import to_feature_frame
-from loan_preprocessing.schema import ID_COLUMN, TARGET_COLUMN
+from loan_preprocessing.schema import ID_COLUMN, TARGET_COLUMN, LoanApplication
 from tests.conftest import REAL_TEST_CSV
+from tests.support.counteroffers import assert_exact
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,17 @@ def test_the_real_test_rows_score_as_the_pipeline_does(scored, real_model, real_
     np.testing.assert_array_equal(scored["probability"].to_numpy(), expected)
     threshold = stored.info.metadata["threshold"]
     assert scored[TARGET_COLUMN].tolist() == ["Y" if p >= threshold else "N" for p in expected]
+
+
+def test_every_denial_gets_its_exact_counteroffer(scored, real_model, real_test_rows):
+    stored, pipeline = real_model
+    amounts = [None if a != a else a for a in scored["counteroffer_amount"].tolist()]
+    terms = [None if t != t else t for t in scored["counteroffer_term"].tolist()]
+    assert any(a is not None for a in amounts) and any(t is not None for t in terms)
+    applications = [LoanApplication.model_validate(r) for r in real_test_rows]
+    statuses = scored[TARGET_COLUMN].tolist()
+    threshold = float(stored.info.metadata["threshold"])
+    assert_exact(pipeline, threshold, applications, statuses, amounts, terms)
 
 
 def test_chunk_size_does_not_change_the_answers(scored, real_model):

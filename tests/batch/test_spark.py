@@ -42,7 +42,12 @@ from loan_preprocessing.batch.spark_job import (  # noqa: E402
     REJECTED_DIR,
     SCORED_DIR,
 )
-from loan_preprocessing.csv_output import REASON_SEPARATOR, REASONS_COLUMN  # noqa: E402
+from loan_preprocessing.csv_output import (  # noqa: E402
+    COUNTEROFFER_AMOUNT_COLUMN,
+    COUNTEROFFER_TERM_COLUMN,
+    REASON_SEPARATOR,
+    REASONS_COLUMN,
+)
 
 SPARK_MASTER: Final = "local[2]"
 # Optional columns the Parquet test file leaves out (the first three) or sends
@@ -123,8 +128,12 @@ def test_spark_answers_like_the_http_service(spark, real_model, real_test_rows, 
         assert row[PROBABILITY_COLUMN] == answer[PROBABILITY_COLUMN], answer[ID_COLUMN]
         assert row[TARGET_COLUMN] == answer[TARGET_COLUMN], answer[ID_COLUMN]
         assert row[REASONS_COLUMN] == REASON_SEPARATOR.join(r["code"] for r in answer["reasons"])
+        offer = answer["counteroffer"] or {}
+        assert row[COUNTEROFFER_AMOUNT_COLUMN] == offer.get("LoanAmount"), answer[ID_COLUMN]
+        assert row[COUNTEROFFER_TERM_COLUMN] == offer.get("Loan_Amount_Term"), answer[ID_COLUMN]
         assert row[MODEL_TAG_COLUMN] == response.headers[MODEL_TAG_HEADER]
     assert any(row[REASONS_COLUMN] for row in scored.values())
+    assert any(row[COUNTEROFFER_AMOUNT_COLUMN] is not None for row in scored.values())
 
 
 def test_invalid_rows_are_rejected_with_the_reason_not_scored(spark, real_model, tmp_path):

@@ -11,7 +11,11 @@ import pyarrow as pa
 import pytest
 
 from loan_preprocessing.batch import spark_job
-from loan_preprocessing.csv_output import reason_codes_cell
+from loan_preprocessing.csv_output import (
+    COUNTEROFFER_AMOUNT_COLUMN,
+    COUNTEROFFER_TERM_COLUMN,
+    reason_codes_cell,
+)
 from loan_preprocessing.decide import Scorer
 from loan_preprocessing.explanations.reasons import load_reference
 from loan_preprocessing.inputs.csv_rows import (
@@ -71,15 +75,18 @@ def expected(rows: list[dict[str, str]], scorer: Scorer) -> list[tuple]:
             application = application_from_record(record, 0)
         except CsvValidationError as exc:
             error = "; ".join(f"{p.column or 'row'}: {p.message}" for p in exc.problems)
-            answers.append((row[ID_COLUMN] or None, None, None, None, error))
+            answers.append((row[ID_COLUMN] or None, None, None, None, None, None, error))
             continue
         decision = scorer.decide([application])[0]
+        offer = decision.counteroffer
         answers.append(
             (
                 row[ID_COLUMN] or None,
                 decision.Loan_Status,
                 decision.probability,
                 reason_codes_cell(decision),
+                offer.LoanAmount if offer else None,
+                offer.Loan_Amount_Term if offer else None,
                 None,
             )
         )
@@ -92,6 +99,8 @@ def answers(results: dict) -> list[tuple]:
         results[spark_job.TARGET_COLUMN],
         [None if p != p else p for p in results[spark_job.PROBABILITY_COLUMN]],
         results[spark_job.REASONS_COLUMN],
+        [None if v is None or v != v else v for v in results[COUNTEROFFER_AMOUNT_COLUMN]],
+        [None if v is None or v != v else v for v in results[COUNTEROFFER_TERM_COLUMN]],
         results[spark_job.ERROR_COLUMN],
     ]
     return list(zip(*columns, strict=True))

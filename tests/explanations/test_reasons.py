@@ -259,4 +259,6 @@ def _declared(code: str):
     from loan_preprocessing.schema import Reason
 
     reason = CODES[code]
-    return Reason(code=reason.code, fields=reason.fields, text=reason.text)
+    return Reason(
+        code=reason.code, fields=reason.fields, text=reason.text, actionable=reason.actionable
+    )

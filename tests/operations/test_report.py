@@ -12,11 +12,15 @@ from sklearn.model_selection import train_test_split
 
 from loan_preprocessing.data import features_and_target, read_applications
 from loan_preprocessing.model.features import build_pipeline
+from loan_preprocessing.model.search import CANDIDATES, search_candidates
 from loan_preprocessing.model.store import get_model
+from loan_preprocessing.operations.alternatives import cutoff_curve, score_frontier, select
 from loan_preprocessing.operations.drift import PROFILE_FILE
 from loan_preprocessing.operations.fairness import AUDITED_ATTRIBUTES, FAIRNESS_KEY, audit_decisions
 from loan_preprocessing.operations.report import (
     APPROVAL_BY_GROUP_FILE,
+    CUTOFF_FILE,
+    FRONTIER_FILE,
     METRICS_FILE,
     REPORT_FILES,
     STORE_REPORT_DIR,
@@ -44,7 +48,19 @@ def small_report():
     probabilities = pipeline.predict_proba(test_x)[:, 1]
     holdout = Holdout(pipeline, test_x, test_y, probabilities)
     audit = audit_decisions(test_x, probabilities >= 0.5, test_y, seed=0, source="held out")
-    return build_report(holdout, 0.5, {"holdout_roc_auc": 0.8}, seed=0, fairness=audit)
+    # A real frontier of two candidates, searched on the held-out rows only (quick).
+    searched = search_candidates(test_x, test_y, seed=0, candidates=CANDIDATES[:2])
+    selection = select(score_frontier(test_x, test_y, searched, 0.5, seed=0))
+    cutoff = cutoff_curve(searched[0].out_of_fold, test_y, 0.5)
+    return build_report(
+        holdout,
+        0.5,
+        {"holdout_roc_auc": 0.8},
+        seed=0,
+        fairness=audit,
+        selection=selection,
+        cutoff=cutoff,
+    )
 
 
 def test_summary_counts_add_up(small_report):
@@ -93,6 +109,8 @@ def test_write_report_writes_json_and_pngs(small_report, tmp_path):
     assert summary["model_tag"] == "loan_approval:v1"
     assert summary["threshold"] == 0.5
     assert summary["fairness"] == small_report.fairness
+    assert summary["selection"]["chosen"] == small_report.selection["chosen"]
+    assert summary["cutoff"] == small_report.cutoff
     for path in written[1:]:
         assert path.read_bytes().startswith(PNG_SIGNATURE) and path.stat().st_size > 10_000
 
@@ -121,3 +139,29 @@ def test_training_writes_the_report_into_report_dir_and_the_model(trained):
         local["permutation_importance"]["mean"]["Credit_History"],
         stored["permutation_importance"]["mean"]["Credit_History"],
     )
+
+
+def test_the_frontier_plot_has_every_candidate_and_marks_the_chosen_one(small_report):
+    figure = draw_figures(small_report, "title")[FRONTIER_FILE]
+    (ax,) = figure.axes
+    frontier = small_report.selection["frontier"]
+    assert {t.get_text() for t in ax.texts} == set(frontier)
+    points = [c.get_offsets()[0].tolist() for c in ax.collections if len(c.get_offsets())]
+    expected = [[p["roc_auc"], p["min_protected_adverse_impact_ratio"]] for p in frontier.values()]
+    assert sorted(points) == sorted(expected)
+    chosen = frontier[small_report.selection["chosen"]]
+    labelled = [c for c in ax.collections if c.get_label() == "chosen"]
+    assert [c.get_offsets()[0].tolist() for c in labelled] == [
+        [chosen["roc_auc"], chosen["min_protected_adverse_impact_ratio"]]
+    ]
+
+
+def test_the_cutoff_plot_marks_the_recorded_cutoff(small_report):
+    figure = draw_figures(small_report, "title")[CUTOFF_FILE]
+    (ax,) = figure.axes
+    curve = small_report.cutoff["curve"]
+    approval = ax.lines[0].get_xydata().tolist()
+    assert approval == [[p["cutoff"], p["approval_rate"]] for p in curve]
+    assert any(
+        line.get_xdata()[0] == small_report.cutoff["value"] for line in ax.lines[2:]
+    )  # the vertical line at the cutoff

@@ -79,7 +79,16 @@ def test_compare_marks_what_differs(two_versions, capsys):
     assert rows["training_data.sha256"][0]
     assert rows["versions.scikit-learn"][0] is False
     assert rows["threshold"] == (False, ["0.5", "0.5"])
-    assert rows["model_inputs.fields"][0] is False
+    # The fields read differ when the two searches chose different candidates.
+    chosen = [get_model(t).info.metadata["selection"]["chosen"] for t in (older, newer)]
+    fields = [get_model(t).info.metadata["model_inputs"]["fields"] for t in (older, newer)]
+    assert rows["model_inputs.fields"][0] is (fields[0] != fields[1])
+    assert rows["selection.chosen"][0] is (chosen[0] != chosen[1])
+    assert rows["selection.auc_tolerance"] == (False, ["0.005", "0.005"])
+    for name in ("all-inputs", "without-Property_Area"):
+        key = f"selection.frontier.{name}.roc_auc"
+        assert key in out
+    assert "proxy_test.predicts_protected_attribute.Gender.Property_Area" in out
     ratio = "fairness.attributes.Gender.adverse_impact_ratio"
     a, b = (get_model(t).info.metadata["fairness"]["attributes"]["Gender"] for t in (older, newer))
     assert rows[ratio][1][:2] == [str(a["adverse_impact_ratio"]), str(b["adverse_impact_ratio"])]

@@ -10,6 +10,7 @@ from loan_preprocessing.serving.middleware import (
     BodySizeLimit,
     ConcurrencyLimit,
 )
+from loan_preprocessing.serving.open_inference import OpenInferencePaths
 from loan_preprocessing.serving.settings import ServiceSettings
 from loan_preprocessing.serving.wiring import middleware_stack, traffic
 
@@ -25,8 +26,10 @@ def stack(settings: ServiceSettings) -> list[type]:
 
 def test_limits_and_key_come_before_anything_that_reads_the_body():
     order = stack(ServiceSettings.from_env({}))
-    assert order[:5] == [
+    # OpenInferencePaths only renames a path, before anything looks at it.
+    assert order[:6] == [
         AmbiguousFraming,
+        OpenInferencePaths,
         BodySizeLimit,
         BearerAuth,
         BodyReader,

@@ -9,7 +9,10 @@ from pathlib import Path
 
 from tests.conftest import SAMPLE_CSV
 
-SAMPLE_SEED = 5
+# Not 5: with seed 5 the rule chooses "without-ApplicantIncome" on the synthetic
+# sample (best out-of-fold AUC, 0.779), whose held-out AUC (0.6998) is under the
+# 0.70 floor, so training refuses it; these tests are about what a saved model carries.
+SAMPLE_SEED = 3
 
 
 @functools.cache
@@ -25,3 +28,24 @@ def sample_model_with_report() -> tuple[str, Path]:
     assert train.main([*argv, "--report-dir", str(report_root)]) == 0
     model = bentoml.models.get("loan_approval:latest")
     return str(model.tag), report_root / str(model.tag.version)
+
+
+# A lender's own cutoff and a candidate that does not read Property_Area, kept
+# with --candidate whatever the rule would choose.
+OWN_CUTOFF = 0.62
+WITHOUT_AREA = "without-Property_Area"
+
+
+@functools.cache
+def sample_model_with_cutoff_without_area() -> str:
+    """The tag of a model trained on the synthetic sample with --cutoff OWN_CUTOFF
+    and --candidate WITHOUT_AREA."""
+    import bentoml
+
+    import train
+
+    argv = ["--data", str(SAMPLE_CSV), "--quiet", "--cutoff", str(OWN_CUTOFF)]
+    argv += ["--candidate", WITHOUT_AREA]
+    report_root = Path(os.environ["BENTOML_HOME"]) / "reports"
+    assert train.main([*argv, "--report-dir", str(report_root)]) == 0
+    return str(bentoml.models.get("loan_approval:latest").tag)

@@ -1,0 +1,2 @@
+"""What a denied applicant receives: the adverse-action notice, rendered from a
+decision record."""
