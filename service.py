@@ -44,6 +44,11 @@ from loan_preprocessing.serving.recording import (
     prepare_store,
     recorded_request_model,
 )
+from loan_preprocessing.serving.server_runtime import (
+    server_runtime,
+    start_server_runtime,
+    stop_server,
+)
 from loan_preprocessing.serving.settings import ServiceSettings, worker_envs
 from loan_preprocessing.serving.wiring import add_middleware, traffic
 
@@ -72,9 +77,12 @@ Decisions = Annotated[list[SerializeAsAny[Decision]], ContentType("application/j
 
 @functools.cache
 def _serving_tag() -> str:
-    """The concrete model version this process serves, resolved once: every
-    instance in the process then loads, and names in X-Model-Tag, the same
-    version, even if a newer one is stored meanwhile."""
+    """The concrete model version this process serves: in a worker, the one its
+    server's main process resolved before any worker started, so a restarted
+    worker serves it too whatever was trained meanwhile; elsewhere (the main
+    process, an in-process app) resolved here, once."""
+    if (runtime := server_runtime()) is not None:
+        return runtime.model_tag
     # LoanApproval.bento is set when BentoML serves a built Bento (mypy sees the
     # class, not the bentoml.Service its decorator makes of it).
     bento = LoanApproval.bento  # type: ignore[attr-defined]
@@ -103,14 +111,29 @@ class LoanApproval:
     def verify_model() -> None:
         """Runs once in the main process before workers start: a missing, tampered,
         untrusted or incompatible model stops `bentoml serve` with one line, and
-        so does a decision store that cannot be opened or has an older schema."""
+        so does a decision store that cannot be opened or has an older schema;
+        the version verified is the one every worker serves
+        (serving/server_runtime.py)."""
         _load_scorer()
         prepare_store(SETTINGS)
+        start_server_runtime(_serving_tag())
 
     # Read by the V2 handlers (serving/open_inference.py).
     max_rows = SETTINGS.max_applications
 
     def __init__(self) -> None:
+        self.runtime = server_runtime()
+        try:
+            self._start()
+        except Exception as exc:
+            if self.runtime is None:
+                raise
+            # A worker that cannot start would be restarted, and fail, forever:
+            # stop the server instead, with one line (no traceback).
+            stop_server(self.runtime, f"{type(exc).__name__}: {exc}")
+            os._exit(1)
+
+    def _start(self) -> None:
         quiet_validation_tracebacks()
         self.scorer = _load_scorer()
         self.model_version = self.scorer.tag.partition(":")[2]
@@ -123,8 +146,11 @@ class LoanApproval:
         freeze_startup_heap()
 
     async def __is_ready__(self) -> bool:
-        """Not ready while decisions cannot be recorded; ready again by itself as
-        soon as the store commits."""
+        """/readyz: not ready once any worker of this server failed to start, nor
+        while decisions cannot be recorded (ready again by itself as soon as the
+        store commits)."""
+        if self.runtime is not None and self.runtime.failure() is not None:
+            return False
         return await self.recorder.ready()
 
     @bentoml.api(

@@ -106,9 +106,24 @@ def csv_lines(rows: list[CsvRow]) -> str:
     )
     if plain:
         return text + "\n"
+    return quoted_csv_lines(rows)
+
+
+def quoted_csv_lines(rows: Iterable[Iterable[str]]) -> str:
+    """`rows` as CSV lines ending in "\n", every cell that holds a separator, a
+    quote, a CR or a LF quoted. csv.writer alone quotes only the characters of its
+    own line terminator, so with "\n" it left a bare CR unquoted, and readers
+    (Python's csv module, pandas) end a row there: one row read back as two.
+    Written with "\r\n" (which makes it quote both) and each line's end replaced."""
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return buffer.getvalue()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    lines = []
+    for row in rows:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow(row)
+        lines.append(buffer.getvalue()[:-2] + "\n")
+    return "".join(lines)
 
 
 def csv_text(rows: list[CsvRow]) -> str:
@@ -120,15 +135,11 @@ def decisions_to_csv(
     decisions: Iterable[Decision] | ColumnDecisions, decision_ids: list[str] | None = None
 ) -> str:
     """The CSV answer; a last column of decision ids when they are given."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
     columns = CSV_COLUMNS if decision_ids is None else (*CSV_COLUMNS, DECISION_ID_COLUMN)
-    writer.writerow(columns)
+    header = quoted_csv_lines([columns])
     if isinstance(decisions, ColumnDecisions):
-        buffer.write(column_csv_lines(decisions, decision_ids))
-    else:
-        rows = [csv_row(decision) for decision in decisions]
-        if decision_ids is not None:
-            rows = [(*row, i) for row, i in zip(rows, decision_ids, strict=True)]
-        writer.writerows(rows)
-    return buffer.getvalue()
+        return header + column_csv_lines(decisions, decision_ids)
+    rows: list[CsvRow] = [csv_row(decision) for decision in decisions]
+    if decision_ids is not None:
+        rows = [(*row, i) for row, i in zip(rows, decision_ids, strict=True)]
+    return header + quoted_csv_lines(rows)

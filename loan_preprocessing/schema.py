@@ -7,10 +7,12 @@ repeats a column name or a category level.
 from __future__ import annotations
 
 import json
+import re
 from types import EllipsisType
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -61,6 +63,25 @@ FEATURE_COLUMNS: Final = (
     "Property_Area",
 )
 REQUIRED_COLUMNS: Final = ("Education", "ApplicantIncome", "CoapplicantIncome", "Property_Area")
+# The application fields the model reads: its features are computed from these
+# alone (the feature code derives them; train.py records them with every model).
+MODEL_FIELDS: Final = (
+    "ApplicantIncome",
+    "CoapplicantIncome",
+    "LoanAmount",
+    "Loan_Amount_Term",
+    "Credit_History",
+    "Property_Area",
+    "Education",
+)
+# The columns every batch (a CSV file, a V2 request) must carry, in file order:
+# the required fields and every field the model reads. A value may be missing in
+# a row, but a whole column absent is almost always a broken export, and reading
+# it as "unknown" would change decisions without a word; a column sent with
+# every value empty says "unknown" explicitly.
+BATCH_COLUMNS: Final = tuple(
+    name for name in FEATURE_COLUMNS if name in REQUIRED_COLUMNS or name in MODEL_FIELDS
+)
 
 # Protected characteristics: the application fields that name a prohibited basis
 # (field -> characteristic). The Equal Credit Opportunity Act's Regulation B
@@ -84,6 +105,27 @@ MAX_LOAN_TERM_MONTHS: Final = 600.0
 # instalment to infinity, and the model cannot score it (found by hypothesis).
 MIN_LOAN_AMOUNT: Final = 0.001  # one unit of currency, in thousands
 MIN_LOAN_TERM_MONTHS: Final = 1.0
+
+
+# An identifier is echoed in every answer, file and log line that carries the
+# decision. Control characters (C0 such as CR, LF, TAB and NUL; DEL; C1) and the
+# Unicode line and paragraph separators split or corrupt CSV lines, logs and
+# terminals, and no real identifier holds one: they are refused in every path
+# (the JSON and V2 APIs, CSV uploads, offline scoring, the Spark job).
+ID_FORBIDDEN_CHARACTERS: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+MAX_ID_LENGTH: Final = 64
+
+
+def _printable_identifier(value: str) -> str:
+    found = ID_FORBIDDEN_CHARACTERS.search(value)
+    if found is not None:
+        raise PydanticCustomError(
+            "identifier_character",
+            "an identifier must not hold control characters or line separators; found "
+            "{character} at position {position}",
+            {"character": f"U+{ord(found.group()):04X}", "position": found.start()},
+        )
+    return value
 
 
 def _dependents_from_number(value: object) -> object:
@@ -143,10 +185,10 @@ class LoanApplication(BaseModel):
     # (serving/recording.py), so decisions batched together find their answer.
     _request: Any = PrivateAttr(default=None)
 
-    Loan_ID: str | None = Field(
+    Loan_ID: Annotated[str, AfterValidator(_printable_identifier)] | None = Field(
         default=None,
-        max_length=64,
-        description="Caller's identifier, echoed back.",
+        max_length=MAX_ID_LENGTH,
+        description="Caller's identifier, echoed back (no control characters or line separators).",
         examples=["LP001015"],
     )
     Gender: Literal["Male", "Female"] | None = Field(

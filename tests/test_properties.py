@@ -51,7 +51,11 @@ VALID_APPLICATIONS = st.fixed_dictionaries(
         "Credit_History": _optional(st.sampled_from([0, 1, 0.0, 1.0])),
     },
     optional={
-        "Loan_ID": st.text(max_size=64),
+        # Any text but control characters and line separators (refused in an id).
+        "Loan_ID": st.text(
+            st.characters(exclude_categories=("Cc", "Cs"), exclude_characters="\u2028\u2029"),
+            max_size=64,
+        ),
         "Dependents": _category("Dependents") | st.integers(0, 3),
     },
 )

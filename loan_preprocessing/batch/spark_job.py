@@ -81,6 +81,10 @@ if TYPE_CHECKING:
 DEFAULT_MODEL_TAG: Final = f"{MODEL_NAME}:latest"
 DEFAULT_MASTER: Final = "local[*]"
 OUTPUT_FORMATS: Final = ("parquet", "csv")
+# CSV as RFC 4180 and Python's csv module write and read it: a quote inside a
+# quoted cell is doubled (Spark's own default escapes it with a backslash, which
+# other readers take literally).
+CSV_OPTIONS: Final[dict[str, bool | str]] = {"header": True, "escape": '"'}
 SCORED_DIR: Final = "scored"
 REJECTED_DIR: Final = "rejected"
 
@@ -365,7 +369,7 @@ def read_applications(spark: SparkSession, path: str | Path) -> DataFrame:
 
     path = str(path)
     if path.lower().endswith(".csv"):
-        frame = spark.read.options(header=True, inferSchema=False, encoding="UTF-8").csv(path)
+        frame = spark.read.options(**CSV_OPTIONS, inferSchema=False, encoding="UTF-8").csv(path)
     else:
         frame = spark.read.parquet(path)
     # Some copies of the data set start with a byte-order mark.
@@ -470,7 +474,7 @@ def score_file(
 
 def _write(part: DataFrame, target: str, output_format: str, mode: str) -> None:
     if output_format == "csv":
-        formulas_neutralised(part).write.mode(mode).option("header", True).csv(target)
+        formulas_neutralised(part).write.mode(mode).options(**CSV_OPTIONS).csv(target)
     else:
         part.write.mode(mode).parquet(target)
 
@@ -479,7 +483,7 @@ def _count_written(spark: SparkSession, target: str, output_format: str) -> int:
     """Rows in a written output: Parquet's from its footers; CSV read back, with
     quoted line breaks (an identifier may hold one)."""
     if output_format == "csv":
-        return spark.read.options(header=True, multiLine=True).csv(target).count()
+        return spark.read.options(**CSV_OPTIONS, multiLine=True).csv(target).count()
     return spark.read.parquet(target).count()
 
 

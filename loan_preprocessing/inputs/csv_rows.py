@@ -12,6 +12,7 @@ import io
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from loan_preprocessing.schema import (
+    BATCH_COLUMNS,
     FEATURE_COLUMNS,
     ID_COLUMN,
     MAX_LISTED_ERRORS,
@@ -50,6 +52,10 @@ KNOWN_COLUMNS: Final = (ID_COLUMN, *FEATURE_COLUMNS, *IGNORED_COLUMNS)
 # Past this many, a file is clearly the wrong one; more messages would not help.
 MAX_REPORTED_PROBLEMS: Final = MAX_LISTED_ERRORS
 HEADER_LINE: Final = 1
+# A header far wider than any valid one (each known column at most once) is
+# refused before its names are examined: a client chooses the width, and a
+# 3 MB header of 400,000 names must cost no more than a glance.
+MAX_HEADER_COLUMNS: Final = 256
 _SHOWN_VALUE_CHARS: Final = 40
 
 CsvSource = bytes | str | os.PathLike[str]
@@ -193,8 +199,23 @@ def _next_row(reader: Iterator[list[str]]) -> list[str] | None:
 
 
 def check_header(header: list[str]) -> None:
-    """Refuse unknown, duplicated or missing required columns; optional columns
-    may be absent (then every row is missing them), as in the JSON API."""
+    """Refuse a header wider than any valid one, unknown or duplicated columns, and
+    a missing column that is required or that the model reads (schema.BATCH_COLUMNS:
+    a whole column absent is a broken export, not "unknown"; cells left empty say
+    that). Other optional columns may be absent (then every row is missing them).
+    Linear in the header's width, which is bounded before anything else."""
+    if len(header) > MAX_HEADER_COLUMNS:
+        raise CsvValidationError(
+            [
+                CsvProblem(
+                    HEADER_LINE,
+                    None,
+                    f"the header has {len(header)} columns, at most {MAX_HEADER_COLUMNS} are "
+                    f"read; allowed: {_allowed()}",
+                )
+            ]
+        )
+    counts = Counter(header)
     problems = [
         CsvProblem(HEADER_LINE, name or "(empty)", f"unknown column; allowed: {_allowed()}")
         for name in header
@@ -202,15 +223,24 @@ def check_header(header: list[str]) -> None:
     ]
     problems += [
         CsvProblem(HEADER_LINE, name, "column appears more than once")
-        for name in sorted({n for n in header if header.count(n) > 1})
+        for name in sorted(name for name, count in counts.items() if count > 1)
     ]
     problems += [
-        CsvProblem(HEADER_LINE, name, "required column is missing")
-        for name in REQUIRED_COLUMNS
-        if name not in header
+        CsvProblem(HEADER_LINE, name, _missing_column_message(name))
+        for name in BATCH_COLUMNS
+        if name not in counts
     ]
     if problems:
         raise CsvValidationError(problems)
+
+
+def _missing_column_message(name: str) -> str:
+    if name in REQUIRED_COLUMNS:
+        return "required column is missing"
+    return (
+        "column is missing; the model reads it, so a file without it is refused rather than "
+        "read as unknown: send the column with empty cells to say every value is unknown"
+    )
 
 
 def application_from_record(record: Mapping[str, Cell], line: int) -> LoanApplication:

@@ -20,6 +20,7 @@ from loan_preprocessing.schema import (
     CATEGORICAL_COLUMNS,
     FEATURE_COLUMNS,
     ID_COLUMN,
+    MODEL_FIELDS,
     NUMERIC_COLUMNS,
     PROHIBITED_BASIS_RULE,
     PROTECTED_ATTRIBUTES,
@@ -93,15 +94,7 @@ def add_loan_features(
 # The application fields the model's features are computed from: the only ones
 # that can influence a decision. train.py records them with every model, and
 # loading refuses a model whose recorded inputs hold a protected attribute.
-DERIVED_FROM: Final = (
-    "ApplicantIncome",
-    "CoapplicantIncome",
-    "LoanAmount",
-    "Loan_Amount_Term",
-    "Credit_History",
-    "Property_Area",
-    "Education",
-)
+DERIVED_FROM: Final = MODEL_FIELDS
 # The application fields the model deliberately does not use, and why (the model
 # card lists them).
 NOT_MODEL_INPUTS: Final[dict[str, str]] = {

@@ -22,6 +22,9 @@ from loan_preprocessing.serving.middleware import Receive, Scope, Send, header, 
 JSON_MEDIA_TYPE: Final = "application/json"
 MULTIPART_MEDIA_TYPE: Final = "multipart/form-data"
 CSV_FIELD: Final = "file"
+# The longest header line of one part (its Content-Disposition holds the file
+# name): python-multipart's own default, stated here so the error can say it.
+MAX_PART_HEADER_BYTES: Final = 4096 + 128
 UPLOAD_HINT: Final = (
     f"upload the CSV file as the form field '{CSV_FIELD}' (curl -F file=@applications.csv)"
 )
@@ -128,9 +131,18 @@ def upload_problem(body: bytes, boundary: str | None) -> str | None:
     in the field `file`, or None when nothing is."""
     if not boundary:
         return f"the body is not valid multipart/form-data (no boundary); {UPLOAD_HINT}"
+    from python_multipart.exceptions import MultipartParseError
+
     try:
         parts = _form_parts(body, boundary)
-    except Exception:  # any parse error means the same thing to the caller
+    except MultipartParseError as exc:
+        if "header size" in str(exc):
+            return (
+                f"a part's header is longer than {MAX_PART_HEADER_BYTES} bytes (a file name that "
+                "long?); send the file under a shorter name"
+            )
+        return f"the body is not valid multipart/form-data ({exc}); {UPLOAD_HINT}"
+    except Exception:  # any other parse error means the same thing to the caller
         return f"the body is not valid multipart/form-data; {UPLOAD_HINT}"
     others = [name for name, _ in parts if name != CSV_FIELD]
     if others:
@@ -173,6 +185,7 @@ def _form_parts(body: bytes, boundary: str) -> list[tuple[str, str | None]]:
 
     parser = MultipartParser(
         boundary.encode("latin-1"),
+        max_header_size=MAX_PART_HEADER_BYTES,
         callbacks={  # type: ignore[arg-type]
             "on_header_field": on_header_field,
             "on_header_value": on_header_value,

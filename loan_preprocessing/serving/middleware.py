@@ -66,6 +66,34 @@ def body_too_large(max_bytes: int) -> dict[str, str]:
     return {"error": f"request body is larger than the limit of {max_bytes} bytes"}
 
 
+class AmbiguousFraming:
+    """400 at once, before a byte of the body is read, for a request that gives both
+    Content-Length and Transfer-Encoding (or either twice with different values).
+    RFC 9112 section 6.3: such a message is a request-smuggling vector behind a
+    proxy that frames it the other way; h11 (uvicorn's parser here) lets it
+    through, with both headers in the ASGI scope, and reads the body as chunked."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            lengths = {v for k, v in scope["headers"] if k == b"content-length"}
+            encodings = [v for k, v in scope["headers"] if k == b"transfer-encoding"]
+            if (lengths and encodings) or len(lengths) > 1:
+                return await send_json(
+                    send,
+                    400,
+                    {
+                        "error": "a request must not give both Content-Length and "
+                        "Transfer-Encoding, nor two different Content-Lengths "
+                        "(RFC 9112 section 6.3)"
+                    },
+                    [CLOSE],
+                )
+        await self.app(scope, receive, send)
+
+
 class BodySizeLimit:
     """413 at once, before a byte is read, when Content-Length is over `max_bytes`
     (or is not a number). A body without a length is counted as it arrives, by

@@ -15,21 +15,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, Final, Literal, get_args, get_origin
+from types import NoneType
+from typing import Annotated, Any, Final, Literal, get_args, get_origin
 
 import bentoml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from loan_preprocessing.decide import ColumnDecisions, UnscoredRowError
 from loan_preprocessing.inputs.columns import RULES, ColumnsValidationError, validate_columns
 from loan_preprocessing.model.store import MODEL_NAME
 from loan_preprocessing.records.rows import json_rows
-from loan_preprocessing.schema import ID_COLUMN, TARGET_COLUMN
+from loan_preprocessing.schema import BATCH_COLUMNS, ID_COLUMN, TARGET_COLUMN
 from loan_preprocessing.serving import binary_tensors
 from loan_preprocessing.serving.binary_tensors import BinaryTensorError
 
@@ -78,6 +80,31 @@ def _datatype(name: str) -> str:
 
 
 INPUT_DATATYPES: Final = {name: _datatype(name) for name in RULES}
+# What a tensor of each datatype holds in JSON, besides null (a missing value in
+# any tensor, as MLServer sends it), and the range of the integer types.
+_FLOAT_TYPES: Final = frozenset({float, int, NoneType})
+_INT_TYPES: Final = frozenset({int, NoneType})
+_INT_RANGES: Final = {
+    **{f"INT{bits}": (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) for bits in (8, 16, 32, 64)},
+    **{f"UINT{bits}": (0, 2**bits - 1) for bits in (8, 16, 32, 64)},
+}
+_HELD_TYPES: Final = {
+    "BOOL": frozenset({bool, NoneType}),
+    "BYTES": frozenset({str, NoneType}),
+    **{name: _INT_TYPES for name in _INT_RANGES},
+    **{f"FP{bits}": _FLOAT_TYPES for bits in (16, 32, 64)},
+}
+_HELD_WORDS: Final = {
+    "BOOL": "true or false",
+    "BYTES": "strings",
+    **{name: "whole numbers" for name in _INT_RANGES},
+    **{f"FP{bits}": "numbers" for bits in (16, 32, 64)},
+}
+# A whole-number tensor has no NaN: a missing value there is null.
+MISSING_INTEGER_HINT: Final = (
+    "a missing value in an integer tensor is null (or send the column as FP64, where NaN is "
+    "missing too)"
+)
 
 
 class InferenceInput(BaseModel):
@@ -86,10 +113,21 @@ class InferenceInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(max_length=64)
-    shape: list[int] = Field(min_length=1, max_length=2)
+    # Strict: the protocol's shape is integers; "1" or true is a malformed request.
+    shape: list[Annotated[StrictInt, Field(ge=0)]] = Field(min_length=1, max_length=2)
     datatype: Literal[DATATYPES]  # type: ignore[valid-type]
     parameters: dict[str, Any] | None = None
     data: list[Any]
+
+
+class RequestedOutput(BaseModel):
+    """One output the client asks for, by name (binary_data and the like are
+    parameters)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=64)
+    parameters: dict[str, Any] | None = None
 
 
 class InferenceRequest(BaseModel):
@@ -100,7 +138,7 @@ class InferenceRequest(BaseModel):
     id: str | None = Field(default=None, max_length=128)
     parameters: dict[str, Any] | None = None
     inputs: list[InferenceInput] = Field(min_length=1, max_length=len(INPUT_DATATYPES) + 1)
-    outputs: list[dict[str, Any]] | None = Field(default=None, max_length=len(OUTPUT_DATATYPES))
+    outputs: list[RequestedOutput] | None = Field(default=None, max_length=len(OUTPUT_DATATYPES))
 
 
 # Every object key a V2 request may hold: the protocol's, and the parameters that
@@ -109,6 +147,7 @@ KNOWN_KEYS: Final = frozenset(
     {
         *InferenceRequest.model_fields,
         *InferenceInput.model_fields,
+        *RequestedOutput.model_fields,
         "content_type",
         "binary_data",
         "binary_data_output",
@@ -135,9 +174,10 @@ def columns_of(request: InferenceRequest, max_rows: int) -> tuple[dict[str, list
         data = column.data
         if data and all(isinstance(v, list) and len(v) == 1 for v in data):
             data = [v[0] for v in data]
+        check_tensor_values(column.name, column.datatype, data)
         # A tensor has no null: for a missing value clients send NaN (a number) or
         # an empty string (text), or null (MLServer); each means missing here, as
-        # an empty cell does in a CSV file.
+        # an empty cell does in a CSV file. An integer tensor has no NaN.
         if column.datatype.startswith("FP"):
             data = [None if type(v) is float and v != v else v for v in data]
         elif column.datatype == "BYTES":
@@ -156,6 +196,13 @@ def columns_of(request: InferenceRequest, max_rows: int) -> tuple[dict[str, list
         raise RequestError(f"at most {max_rows} rows in one request, got {rows}")
     # A labelled export carries its target: ignored, as /predict_csv ignores it.
     columns.pop(TARGET_COLUMN, None)
+    missing = [name for name in BATCH_COLUMNS if name not in columns]
+    if missing:
+        raise RequestError(
+            f"the inputs lack {', '.join(map(repr, missing))}, which the model reads: an absent "
+            'column is refused rather than read as unknown; send it with null (or NaN, or "") '
+            "values to say every value is unknown"
+        )
     return columns, rows
 
 
@@ -173,21 +220,53 @@ def output_values(decided: ColumnDecisions, decision_ids: list[str] | None) -> d
     return values
 
 
-def check_outputs(request: InferenceRequest) -> None:
-    """Refuse an unknown output name before anything is decided."""
-    for output in request.outputs or []:
-        name = output.get("name")
+def check_tensor_values(name: str, datatype: str, data: list[Any]) -> None:
+    """Refuse values a tensor of `datatype` cannot hold (a number in BYTES, NaN or
+    1.5 in INT64, a list anywhere), naming the input, the row and the value."""
+    held = _HELD_TYPES[datatype]
+    if not set(map(type, data)) <= held:
+        row, value = next((i, v) for i, v in enumerate(data) if type(v) not in held)
+        hint = f"; {MISSING_INTEGER_HINT}" if datatype in _INT_RANGES else ""
+        raise RequestError(
+            f"input {name!r}: a {datatype} tensor holds {_HELD_WORDS[datatype]}, got "
+            f"{_shown(value)} at row {row}{hint}"
+        )
+    if datatype in _INT_RANGES:
+        low, high = _INT_RANGES[datatype]
+        numbers = [v for v in data if v is not None]
+        if numbers and (min(numbers) < low or max(numbers) > high):
+            value = next(v for v in numbers if not low <= v <= high)
+            raise RequestError(f"input {name!r}: {value} is out of the range of {datatype}")
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def wanted_outputs(request: InferenceRequest) -> list[str]:
+    """The outputs to answer with, in order: those asked for, or all that were
+    decided (Loan_ID only when the inputs had it; decision_id when recorded): an
+    empty list. An unknown name is refused before anything is decided."""
+    if not request.outputs:
+        return []
+    wanted = [output.name for output in request.outputs]
+    for name in wanted:
         if name not in OUTPUT_DATATYPES:
             raise RequestError(f"unknown output {name!r}; outputs: {', '.join(OUTPUT_DATATYPES)}")
+    return wanted
 
 
 def response_body(
-    values: dict[str, list[Any]], model_version: str, request: InferenceRequest, with_ids: bool
+    values: dict[str, list[Any]],
+    model_version: str,
+    request: InferenceRequest,
+    wanted: list[str],
+    with_ids: bool,
 ) -> dict[str, Any]:
-    """The V2 response: one output per column, in the pandas codec's [n, 1] shape."""
-    wanted = [o.get("name") for o in request.outputs or []] or [
-        name for name in values if with_ids or name != ID_COLUMN
-    ]
+    """The V2 response: one output per column (the `wanted` ones, already checked,
+    or every one decided), in the pandas codec's [n, 1] shape."""
+    wanted = wanted or [name for name in values if with_ids or name != ID_COLUMN]
     count = len(values[TARGET_COLUMN])
     outputs = []
     for name in wanted:
@@ -249,7 +328,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferenceRequest:
 
 def _answer(body: dict[str, Any], request: InferenceRequest) -> Response:
     """JSON, or with the outputs asked for in binary after the JSON."""
-    asked = {str(o.get("name")): o for o in request.outputs or []}
+    asked = {o.name: o.model_dump() for o in request.outputs or []}
     binary = {
         o["name"]
         for o in body["outputs"]
@@ -279,8 +358,9 @@ async def infer(request: Request) -> Response:
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:20]]
         return _bad_request(f"not a V2 inference request: {errors[0]['msg']}", detail)
     try:
-        check_outputs(parsed)
+        # The whole request is checked before anything is decided (or recorded).
         columns, count = columns_of(parsed, service.max_rows)
+        wanted = wanted_outputs(parsed)
         validated = validate_columns(columns, count)
         # In a thread: recording waits for the store's commit, which must not
         # hold up the worker's other requests.
@@ -288,7 +368,7 @@ async def infer(request: Request) -> Response:
             service.decide_columns, validated, row_answers
         )
         values = output_values(decided, decision_ids)
-        body = response_body(values, service.model_version, parsed, ID_COLUMN in columns)
+        body = response_body(values, service.model_version, parsed, wanted, ID_COLUMN in columns)
     except ColumnsValidationError as exc:
         return _validation_answer(exc)
     except RequestError as exc:
@@ -325,10 +405,44 @@ async def live(request: Request) -> JSONResponse:
 
 async def ready(request: Request) -> JSONResponse:
     try:
-        bentoml.get_current_service()
+        service = bentoml.get_current_service()
     except bentoml.exceptions.BentoMLException:
         return JSONResponse({"ready": False}, status_code=503)
+    # As /readyz: not ready once a worker of this server failed to start.
+    is_ready = getattr(service, "__is_ready__", None)
+    if is_ready is not None and not await is_ready():
+        return JSONResponse({"ready": False}, status_code=503)
     return JSONResponse({"ready": True})
+
+
+async def _error(request: Request, exc: Exception) -> JSONResponse:
+    """A 404 or 405 under /v2 as V2 clients read errors: JSON {"error": ...}."""
+    assert isinstance(exc, HTTPException)
+    path = request.url.path
+    shown = path if len(path) <= 80 else path[:80] + "..."  # the client chooses its length
+    return JSONResponse(
+        {"error": f"{exc.detail}: {request.method} {shown}"},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _unrouted(request: Request) -> JSONResponse:
+    """Any other path under /v2. BentoML mounts this app passively: a path none of
+    its routes matches would fall through to BentoML's plain-text 404, so this
+    last route takes it, answering 405 when another route has the path."""
+    allowed = sorted(
+        {
+            method
+            for route in app.routes
+            if isinstance(route, Route) and route.endpoint is not _unrouted
+            if route.matches(request.scope)[0] is Match.PARTIAL
+            for method in route.methods or ()
+        }
+    )
+    if allowed:
+        raise HTTPException(405, headers={"Allow": ", ".join(allowed)})
+    raise HTTPException(404)
 
 
 async def server_metadata(request: Request) -> JSONResponse:
@@ -414,5 +528,8 @@ app: Final = Starlette(
         _route(f"{MOUNT}/models/{MODEL_NAME}/ready", ready, "GET"),
         _route(f"{MOUNT}/health/live", live, "GET"),
         _route(f"{MOUNT}/health/ready", ready, "GET"),
-    ]
+        # Last: every path the routes above do not take.
+        Route("/{path:path}", _unrouted),
+    ],
+    exception_handlers={404: _error, 405: _error},
 )

@@ -47,7 +47,8 @@ def replay_v2(body: bytes, stored: StoredAnswer) -> tuple[bytes, bytes]:
     values = {name: [a[name] for a in answers] for name in names}
     with_ids = any(i.name == open_inference.ID_COLUMN for i in request.inputs)
     version = stored.answer["model_tag"].partition(":")[2]
-    response = open_inference.response_body(values, version, request, with_ids)
+    wanted = open_inference.wanted_outputs(request)
+    response = open_inference.response_body(values, version, request, wanted, with_ids)
     return JSON, json.dumps(response).encode()
 
 

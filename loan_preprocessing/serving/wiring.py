@@ -21,6 +21,7 @@ from loan_preprocessing.serving.guards import (
     JsonBodyGuard,
 )
 from loan_preprocessing.serving.middleware import (
+    AmbiguousFraming,
     BearerAuth,
     BodyReader,
     BodySizeLimit,
@@ -45,7 +46,8 @@ def middleware_stack(
     """The middleware with their options, OUTERMOST FIRST: a request meets them in
     this order. The size limit and the key come before anything reads the body;
     the body is received (with its idle timeout) before a concurrency slot is
-    taken; only then is it checked and handed to BentoML."""
+    taken; only then is it checked and handed to BentoML. A request whose body's
+    length is ambiguous is refused before all of them."""
     api_paths = frozenset(media_types)
     # The object keys each JSON API's bodies may hold (an Open Inference request's
     # are the protocol's own; its columns are values, checked by the columns).
@@ -58,6 +60,7 @@ def middleware_stack(
         if media_type == JSON_MEDIA_TYPE
     }
     return [
+        (AmbiguousFraming, {}),
         # The served version's V2 routes take the unversioned ones' path, so
         # every layer below applies to them as it does there.
         (open_inference.OpenInferencePaths, {"model_tag": model_tag}),

@@ -50,7 +50,8 @@ from loan_preprocessing.csv_output import (  # noqa: E402
 )
 
 SPARK_MASTER: Final = "local[2]"
-# Optional columns the Parquet test file leaves out.
+# Optional columns the Parquet test file leaves out (the first three) or sends
+# empty (those the model reads, which a file must carry: schema.BATCH_COLUMNS).
 ABSENT_COLUMNS: Final = (
     "Gender",
     "Dependents",
@@ -164,6 +165,8 @@ def test_invalid_rows_are_rejected_with_the_reason_not_scored(spark, real_model,
 
 
 def test_parquet_input_keeps_its_types_and_may_lack_optional_columns(spark, real_model, tmp_path):
+    """Optional columns the model does not read may be absent; those it reads are
+    sent empty, which says "unknown"."""
     stored, pipeline = real_model
     rows = [
         {**r, "ApplicantIncome": float(r["ApplicantIncome"]), "Married": r["Married"] or None}
@@ -172,10 +175,12 @@ def test_parquet_input_keeps_its_types_and_may_lack_optional_columns(spark, real
     frame = spark.createDataFrame(
         [
             (r[ID_COLUMN], r["Married"], r["Education"], r["ApplicantIncome"], 0.0, "Urban")
+            + (None,) * 3
             for r in rows
         ],
         "Loan_ID string, Married string, Education string, ApplicantIncome double, "
-        "CoapplicantIncome double, Property_Area string",
+        "CoapplicantIncome double, Property_Area string, LoanAmount double, "
+        "Loan_Amount_Term double, Credit_History double",
     )
     frame.write.parquet(str(tmp_path / "in.parquet"))
     spark_job.score_file(
@@ -206,6 +211,19 @@ def test_unknown_column_stops_the_job_before_scoring(spark, real_model, tmp_path
     stored, _ = real_model
     rows = [{**r, "Salary": "1"} for r in csv_rows_of_real_test_file()[:2]]
     with pytest.raises(ValueError, match="column Salary: unknown column"):
+        spark_job.score_file(
+            spark, write_csv(tmp_path / "x.csv", rows), tmp_path / "out", model_tag=str(stored.tag)
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_column_the_model_reads_stops_the_job_naming_it(spark, real_model, tmp_path):
+    stored, _ = real_model
+    rows = [
+        {k: v for k, v in r.items() if k != "Credit_History"}
+        for r in csv_rows_of_real_test_file()[:2]
+    ]
+    with pytest.raises(ValueError, match="column Credit_History: column is missing"):
         spark_job.score_file(
             spark, write_csv(tmp_path / "x.csv", rows), tmp_path / "out", model_tag=str(stored.tag)
         )

@@ -13,8 +13,13 @@ from loan_preprocessing.inputs.csv_rows import (
 from loan_preprocessing.schema import EXAMPLE_APPLICATION, FEATURE_COLUMNS, TARGET_COLUMN
 from tests.conftest import SAMPLE_CSV
 
-HEADER = "Loan_ID,Education,ApplicantIncome,CoapplicantIncome,Property_Area,Credit_History"
-GOOD = "A1,Graduate,5720,0,Urban,1"
+# Every column the model reads (LoanAmount and Loan_Amount_Term left empty), no other
+# optional one.
+HEADER = (
+    "Loan_ID,Education,ApplicantIncome,CoapplicantIncome,Property_Area,Credit_History,"
+    "LoanAmount,Loan_Amount_Term"
+)
+GOOD = "A1,Graduate,5720,0,Urban,1,,"
 
 
 def test_a_data_set_file_parses_like_pandas_reads_it():
@@ -41,13 +46,24 @@ def test_bytes_text_and_path_give_the_same_applications(tmp_path):
 
 
 def test_missing_cells_are_none_and_optional_columns_may_be_absent():
-    (application,) = parse_csv_applications(f"{HEADER}\nA1,Graduate,5720,0,Urban,\n")
+    (application,) = parse_csv_applications(f"{HEADER}\nA1,Graduate,5720,0,Urban,,,\n")
     assert application.Credit_History is None and application.Gender is None
     assert application.ApplicantIncome == EXAMPLE_APPLICATION.ApplicantIncome
 
 
+def test_a_missing_column_the_model_reads_is_refused_by_name_an_empty_one_is_unknown():
+    without = HEADER.replace(",Credit_History", "")
+    with pytest.raises(CsvValidationError) as caught:
+        parse_csv_applications(f"{without}\nA1,Graduate,5720,0,Urban,,\n")
+    assert [(p.line, p.column) for p in caught.value.problems] == [(1, "Credit_History")]
+    assert "the model reads it" in caught.value.message
+    assert "empty cells" in caught.value.message
+    (application,) = parse_csv_applications(f"{HEADER}\nA1,Graduate,5720,0,Urban,,,\n")
+    assert application.Credit_History is None
+
+
 def test_a_bad_cell_names_line_and_column():
-    text = f"{HEADER}\n{GOOD}\nA2,Graduate,lots,0,Urban,1\n"
+    text = f"{HEADER}\n{GOOD}\nA2,Graduate,lots,0,Urban,1,,\n"
     with pytest.raises(CsvValidationError) as caught:
         parse_csv_applications(text)
     error = caught.value
@@ -57,7 +73,7 @@ def test_a_bad_cell_names_line_and_column():
 
 
 def test_every_bad_row_is_reported_in_file_order_blank_lines_counted():
-    text = f"{HEADER}\nA1,Grad,5720,0,Urban,1\n\nA3,Graduate,5720,,Urban,2\n"
+    text = f"{HEADER}\nA1,Grad,5720,0,Urban,1,,\n\nA3,Graduate,5720,,Urban,2,,\n"
     with pytest.raises(CsvValidationError) as caught:
         parse_csv_applications(text)
     located = [(p.line, p.column) for p in caught.value.problems]
@@ -74,7 +90,7 @@ def test_header_problems_are_on_line_1():
 
 
 def test_problem_list_is_capped_but_counted():
-    rows = "\n".join(f"A{i},Graduate,-1,0,Urban,1" for i in range(50))
+    rows = "\n".join(f"A{i},Graduate,-1,0,Urban,1,," for i in range(50))
     with pytest.raises(CsvValidationError) as caught:
         parse_csv_applications(f"{HEADER}\n{rows}\n")
     assert len(caught.value.problems) == MAX_REPORTED_PROBLEMS
@@ -86,7 +102,7 @@ def test_problem_list_is_capped_but_counted():
     [
         ("", 1, "empty"),
         (f"{HEADER}\n", 1, "no applications"),
-        (f"{HEADER}\nA1,Graduate,5720\n", 2, "3 values but the header has 6"),
+        (f"{HEADER}\nA1,Graduate,5720\n", 2, "3 values but the header has 8"),
         (f"{HEADER}\n{GOOD}\n{GOOD}\n{GOOD}\n", 4, "more than 2 applications"),
     ],
 )
@@ -103,24 +119,24 @@ def test_undecodable_bytes_are_a_validation_error():
 
 @pytest.mark.parametrize("loan_id", ["NA", "None", "#N/A", "null", "NaN", " padded ", "=1+1"])
 def test_an_identifier_is_read_exactly_as_written(loan_id):
-    (application,) = parse_csv_applications(f'{HEADER}\n"{loan_id}",Graduate,5720,0,Urban,1\n')
+    (application,) = parse_csv_applications(f'{HEADER}\n"{loan_id}",Graduate,5720,0,Urban,1,,\n')
     assert application.Loan_ID == loan_id
 
 
 def test_an_empty_identifier_is_none():
-    (application,) = parse_csv_applications(f"{HEADER}\n,Graduate,5720,0,Urban,1\n")
+    (application,) = parse_csv_applications(f"{HEADER}\n,Graduate,5720,0,Urban,1,,\n")
     assert application.Loan_ID is None
 
 
 @pytest.mark.parametrize("number", ["5_720", "\u0665\u0667\u0662\u0660", "infinity", "0x10", "1e"])
 def test_only_json_spellings_of_numbers_are_numbers(number):
     with pytest.raises(CsvValidationError) as error:
-        parse_csv_applications(f"{HEADER}\nA1,Graduate,{number},0,Urban,1\n")
+        parse_csv_applications(f"{HEADER}\nA1,Graduate,{number},0,Urban,1,,\n")
     assert error.value.column == "ApplicantIncome"
 
 
 @pytest.mark.parametrize("number", ["5720", "5720.5", "+3", ".5", "5.", "1e3", "1E-3"])
 def test_json_spellings_of_numbers_are_read(number):
-    text = f"{HEADER}\nA1,Graduate,5720,{number},Urban,1\n"
+    text = f"{HEADER}\nA1,Graduate,5720,{number},Urban,1,,\n"
     (application,) = parse_csv_applications(text)
     assert application.CoapplicantIncome == float(number)

@@ -224,7 +224,7 @@ def test_a_full_request_of_bad_values_stays_within_bounds(keyed):
 
 
 def test_unknown_csv_headers_add_no_metric_series(keyed):
-    names = [f"made_up_{i}" for i in range(20_000)]
+    names = [f"made_up_{i}" for i in range(200)]
     content = ",".join([CSV_HEADER, *names]) + "\n"
     response = httpx.post(
         f"{keyed.url}/predict_csv",
@@ -391,7 +391,9 @@ def test_a_url_body_to_the_csv_route_is_refused_and_never_fetched(keyed, content
 
 # 5. Outputs that are safe to open.
 
-HOSTILE_IDS: Final = ("=cmd|' /C calc'!A0", "@SUM(1)", "+HYPERLINK(1)", "-2+3", "\tx")
+# A tab or CR (formula triggers too) is a control character, refused in an
+# identifier everywhere (tests/serving/test_hardening_round2.py).
+HOSTILE_IDS: Final = ("=cmd|' /C calc'!A0", "@SUM(1)", "+HYPERLINK(1)", "-2+3")
 MISSING_LOOKING_IDS: Final = ("NA", "None", "#N/A", "null", "NaN")
 
 

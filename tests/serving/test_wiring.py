@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from loan_preprocessing.serving.guards import ContentTypeGuard, ErrorBodies, JsonBodyGuard
 from loan_preprocessing.serving.middleware import (
+    AmbiguousFraming,
     BearerAuth,
     BodyReader,
     BodySizeLimit,
@@ -26,7 +27,8 @@ def stack(settings: ServiceSettings) -> list[type]:
 def test_limits_and_key_come_before_anything_that_reads_the_body():
     order = stack(ServiceSettings.from_env({}))
     # OpenInferencePaths only renames a path, before anything looks at it.
-    assert order[:5] == [
+    assert order[:6] == [
+        AmbiguousFraming,
         OpenInferencePaths,
         BodySizeLimit,
         BearerAuth,
