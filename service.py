@@ -18,7 +18,7 @@ import bentoml
 from bentoml.validators import ContentType
 from pydantic import SerializeAsAny
 
-from loan_preprocessing.decide import ColumnDecisions, Scorer
+from loan_preprocessing.decide import ColumnDecisions, Scorer, Unscored
 from loan_preprocessing.inputs.columns import ValidatedColumns
 from loan_preprocessing.model.store import get_model, tag_to_serve
 from loan_preprocessing.schema import Decision, LoanApplication, predict_request_model
@@ -34,6 +34,11 @@ from loan_preprocessing.serving.metrics import (
 )
 from loan_preprocessing.serving.recording import DecisionRecorder
 from loan_preprocessing.serving.settings import ServiceSettings, worker_envs
+from loan_preprocessing.serving.shadow import (
+    ChallengerShadow,
+    load_challenger,
+    resolve_challenger_tag,
+)
 from loan_preprocessing.serving.wiring import add_middleware, traffic
 
 SETTINGS = ServiceSettings.from_env_or_exit()
@@ -72,6 +77,15 @@ def _load_scorer() -> Scorer:
     return Scorer.from_model(get_model(_serving_tag()))
 
 
+@functools.cache
+def _challenger_tag() -> str | None:
+    """The challenger's concrete version (LOAN_CHALLENGER_TAG), resolved once per
+    process like the served one's; None without a challenger."""
+    if SETTINGS.challenger_tag is None:
+        return None
+    return resolve_challenger_tag(SETTINGS.challenger_tag, _serving_tag())
+
+
 # The Open Inference Protocol (V2) at /v2, beside /predict.
 @bentoml.asgi_app(open_inference.app, path=open_inference.MOUNT)
 @bentoml.service(
@@ -87,8 +101,11 @@ class LoanApproval:
     @bentoml.on_deployment
     def verify_model() -> None:
         """Runs once in the main process before workers start: a missing, tampered,
-        untrusted or incompatible model stops `bentoml serve` with one line."""
+        untrusted or incompatible model stops `bentoml serve` with one line; so
+        does such a challenger (LOAN_CHALLENGER_TAG)."""
         _load_scorer()
+        if (challenger := _challenger_tag()) is not None:
+            load_challenger(challenger)
 
     # Read by the V2 handlers (serving/open_inference.py).
     max_rows = SETTINGS.max_applications
@@ -100,6 +117,10 @@ class LoanApproval:
         metrics = domain_metrics()
         metrics.model_info.labels(model_tag=self.scorer.tag).set(1)
         self.recorder = DecisionRecorder(SETTINGS, self.scorer.tag, metrics)
+        challenger = _challenger_tag()
+        self.challenger = (
+            None if challenger is None else ChallengerShadow(load_challenger(challenger), metrics)
+        )
         freeze_startup_heap()
 
     @bentoml.api(
@@ -116,6 +137,11 @@ class LoanApproval:
         # requests/s this way); one batch runs at a time anyway.
         decisions = self.scorer.decide(applications)
         self.recorder.record(applications, decisions)
+        if self.challenger is not None:
+            self.recorder.record_challenger(
+                [None if isinstance(d, Unscored) else d.Loan_Status for d in decisions],
+                self.challenger.decide(applications),
+            )
         return decisions
 
     @bentoml.api(route="/predict_csv")
@@ -137,6 +163,10 @@ class LoanApproval:
         recorded as /predict records its decisions."""
         decided = self.scorer.decide_columns(columns)
         self.recorder.record_columns(columns, decided)
+        if self.challenger is not None:
+            self.recorder.record_challenger(
+                decided.statuses, self.challenger.decide_columns(columns)
+            )
         return decided
 
 

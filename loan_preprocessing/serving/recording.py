@@ -5,6 +5,7 @@ decisions to, so /predict, V2 and CSV uploads are counted and kept alike."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from loan_preprocessing.decide import ColumnDecisions, Unscored
 from loan_preprocessing.inputs.columns import ValidatedColumns
@@ -12,6 +13,10 @@ from loan_preprocessing.schema import Decision, LoanApplication
 from loan_preprocessing.serving.metrics import DomainMetrics
 from loan_preprocessing.serving.prediction_log import PredictionLog
 from loan_preprocessing.serving.settings import ServiceSettings
+from loan_preprocessing.serving.shadow import ShadowDecisions
+
+# Directions of a shadow decision unlike the served one (served->challenger).
+FLIP_DIRECTIONS: Final = ("N->Y", "Y->N")
 
 
 class DecisionRecorder:
@@ -45,6 +50,24 @@ class DecisionRecorder:
         )
         if self.log is not None and decisions:
             self.log.write(self.model_tag, applications, decisions)
+
+    def record_challenger(self, champion: Sequence[str | None], shadow: ShadowDecisions) -> None:
+        """The challenger's decisions on the same rows as the champion's statuses
+        (None where the champion could not score), kept beside them: counted by
+        status and by flip direction."""
+        scored = [s for s in shadow.statuses if s is not None]
+        for status in set(scored):
+            self.metrics.challenger_decisions.labels(loan_status=status).inc(scored.count(status))
+        flips = [
+            f"{served}->{challenged}"
+            for served, challenged in zip(champion, shadow.statuses, strict=True)
+            if served is not None and challenged is not None and served != challenged
+        ]
+        for direction in FLIP_DIRECTIONS:
+            if direction in flips:
+                self.metrics.challenger_flips.labels(direction=direction).inc(
+                    flips.count(direction)
+                )
 
     def record_columns(self, columns: ValidatedColumns, decided: ColumnDecisions) -> None:
         """Decisions on applications held as columns (V2, CSV uploads)."""
