@@ -97,6 +97,18 @@ drift: venv
 fairness: venv
 	$(BIN)/python -m loan_preprocessing.operations.fairness --log $(LOG)
 
+## outcomes-report: outcomes of DECISIONS (a decision-store JSON-lines export) from OUTCOMES (CSV) [OVERRIDES=, WINDOW=M, JSON=1]
+outcomes-report: venv
+	$(BIN)/python -m loan_preprocessing.operations.model_risk outcomes --decisions $(DECISIONS) --outcomes $(OUTCOMES) $(if $(OVERRIDES),--overrides $(OVERRIDES)) --window $(or $(WINDOW),M) $(if $(JSON),--json)
+
+## overrides-report: override rates of DECISIONS from OVERRIDES (CSV), by direction, version, group [JSON=1]
+overrides-report: venv
+	$(BIN)/python -m loan_preprocessing.operations.model_risk overrides --decisions $(DECISIONS) --overrides $(OVERRIDES) $(if $(JSON),--json)
+
+## challenger-report: DECISIONS against the CHALLENGER's (CSV) on the same applications [OUTCOMES=, OVERRIDES=, JSON=1]
+challenger-report: venv
+	$(BIN)/python -m loan_preprocessing.operations.model_risk challenger --decisions $(DECISIONS) --challenger $(CHALLENGER) $(if $(OUTCOMES),--outcomes $(OUTCOMES)) $(if $(OVERRIDES),--overrides $(OVERRIDES)) $(if $(JSON),--json)
+
 ## score: score the CSV file CSV offline with the latest model into OUT
 score: venv
 	$(ENSURE_MODEL)
@@ -130,4 +142,4 @@ clean:
 help:
 	@awk '/^## /{sub(/^## /,""); i=index($$0,": "); printf "  %-14s %s\n", substr($$0,1,i-1), substr($$0,i+2)}' $(MAKEFILE_LIST)
 
-.PHONY: venv train serve test lint format build image base-image image-archive versions drift fairness score bench spark-score bench-spark k8s-validate clean help
+.PHONY: venv train serve test lint format build image base-image image-archive versions drift fairness outcomes-report overrides-report challenger-report score bench spark-score bench-spark k8s-validate clean help

@@ -274,3 +274,93 @@ def test_challenger_report_matches_independent_figures(tables):
     text = format_challenger(report)
     assert "flips N->Y" in text and "adverse impact ratio" in text
     json.dumps(report)
+
+
+def _write_tables(tables, folder):
+    """The tables as the CLI reads them: the store's JSON-lines export and CSVs."""
+    decisions = folder / "decisions.jsonl"
+    with decisions.open("w") as out:
+        for d in records(tables["decisions"]):
+            record = {
+                "decision_id": d["decision_id"],
+                "time": d["decided_at"].isoformat(timespec="milliseconds"),
+                "model_tag": d["model_tag"],
+                "application": {k: d[k] for k in ("Loan_ID", "Gender", "Married", "Property_Area")},
+                "Loan_Status": d["Loan_Status"],
+                "probability": d["probability"],
+                "reasons": [c for c in d["reasons"].split(";") if c],
+            }
+            out.write(json.dumps(record) + "\n")
+    paths = {"decisions": decisions}
+    for name in ("outcomes", "overrides", "challenger"):
+        frame = tables[name].copy()
+        for column in ("observed_on", "overridden_at"):
+            if column in frame:
+                frame[column] = frame[column].map(lambda t: t.isoformat())
+        paths[name] = folder / f"{name}.csv"
+        frame.to_csv(paths[name], index=False)
+    return paths
+
+
+def test_the_command_reads_the_export_and_csvs_and_prints_the_same_reports(
+    tables, tmp_path, capsys
+):
+    from loan_preprocessing.operations.model_risk.__main__ import main
+
+    paths = _write_tables(tables, tmp_path)
+    common = ["--decisions", str(paths["decisions"]), "--json"]
+    assert (
+        main(
+            [
+                "outcomes",
+                *common,
+                "--outcomes",
+                str(paths["outcomes"]),
+                "--overrides",
+                str(paths["overrides"]),
+            ]
+        )
+        == 0
+    )
+    printed = json.loads(capsys.readouterr().out)
+    expected = outcomes_report(tables["decisions"], tables["outcomes"], tables["overrides"])
+    assert printed == json.loads(json.dumps(expected))
+    assert main(["overrides", *common, "--overrides", str(paths["overrides"])]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(
+        json.dumps(overrides_report(tables["decisions"], tables["overrides"]))
+    )
+    args = [
+        "challenger",
+        *common,
+        "--challenger",
+        str(paths["challenger"]),
+        "--outcomes",
+        str(paths["outcomes"]),
+        "--overrides",
+        str(paths["overrides"]),
+    ]
+    assert main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    expected = challenger_report(
+        tables["decisions"], tables["challenger"], tables["outcomes"], tables["overrides"]
+    )
+    assert printed == json.loads(json.dumps(expected))
+    # Text output, and a bad outcome named with its file and column.
+    assert (
+        main(
+            [
+                "challenger",
+                "--decisions",
+                str(paths["decisions"]),
+                "--challenger",
+                str(paths["challenger"]),
+            ]
+        )
+        == 0
+    )
+    assert "flips N->Y" in capsys.readouterr().out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("decision_id,outcome,observed_on\nd00001,paid,2026-05-01\n")
+    assert main(["outcomes", "--decisions", str(paths["decisions"]), "--outcomes", str(bad)]) == 2
+    assert "'paid' is not one of repaid" in capsys.readouterr().err
