@@ -8,7 +8,13 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 3000
 DATA ?= data/loan_sample.csv
-LOG ?= prediction_logs/predictions.jsonl
+# drift/fairness read the service's decision store unless LOG names exported files.
+LOG ?=
+# decisions-export: the time range (ISO dates, UTC; empty = unbounded) and the file.
+SINCE ?=
+UNTIL ?=
+EXPORT ?= decisions-export.jsonl
+PG_BIN := /usr/lib/postgresql/15/bin
 CSV ?= ../shared/data/loan-prediction/test.csv
 OUT ?= decisions.csv
 INPUT ?= ../shared/data/loan-prediction/test.csv
@@ -29,6 +35,8 @@ $(BIN)/.installed: requirements/service.txt requirements/spark.txt requirements/
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements/dev.txt
+	@# The decision-record tests start a real PostgreSQL 15 (Debian's package).
+	@test -x $(PG_BIN)/initdb || { [ "$$(id -u)" = 0 ] && { apt-get install -y -q postgresql-15 || { apt-get update && apt-get install -y -q postgresql-15; }; }; } || echo "note: PostgreSQL 15 is missing (sudo apt-get install postgresql-15); its tests will be skipped" >&2
 	touch $@
 
 $(CHECKOV_VENV)/.installed: requirements/checkov.txt
@@ -89,13 +97,13 @@ image-archive: venv
 versions: venv
 	$(BIN)/python -m loan_preprocessing.operations.versions list
 
-## drift: PSI drift report of the prediction log LOG against its model's training data
+## drift: PSI drift report of the recorded decisions (or exported files LOG) against their model's training data
 drift: venv
-	$(BIN)/python -m loan_preprocessing.operations.drift --log $(LOG)
+	$(BIN)/python -m loan_preprocessing.operations.drift $(addprefix --log ,$(LOG))
 
-## fairness: approval rates by protected group in the prediction log LOG vs its model's training audit
+## fairness: approval rates by protected group in the recorded decisions (or exported files LOG) vs the model's training audit
 fairness: venv
-	$(BIN)/python -m loan_preprocessing.operations.fairness --log $(LOG)
+	$(BIN)/python -m loan_preprocessing.operations.fairness $(addprefix --log ,$(LOG))
 
 ## outcomes-report: outcomes of DECISIONS (a decision-store JSON-lines export) from OUTCOMES (CSV) [OVERRIDES=, WINDOW=M, JSON=1]
 outcomes-report: venv
@@ -142,4 +150,16 @@ clean:
 help:
 	@awk '/^## /{sub(/^## /,""); i=index($$0,": "); printf "  %-14s %s\n", substr($$0,1,i-1), substr($$0,i+2)}' $(MAKEFILE_LIST)
 
-.PHONY: venv train serve test lint format build image base-image image-archive versions drift fairness outcomes-report overrides-report challenger-report score bench spark-score bench-spark k8s-validate clean help
+## decisions-migrate: bring the decision store (LOAN_DECISION_STORE_URL) to this version's schema
+decisions-migrate: venv
+	$(BIN)/python -m loan_preprocessing.records migrate
+
+## decisions-export: write the decisions recorded in [SINCE, UNTIL) to EXPORT (.jsonl; .parquet with pyarrow)
+decisions-export: venv
+	$(BIN)/python -m loan_preprocessing.records export $(if $(SINCE),--since $(SINCE)) $(if $(UNTIL),--until $(UNTIL)) --out $(EXPORT)
+
+## decisions-purge: delete decision records older than LOAN_RETENTION_MONTHS (25), saying how many
+decisions-purge: venv
+	$(BIN)/python -m loan_preprocessing.records purge
+
+.PHONY: decisions-migrate decisions-export decisions-purge venv train serve test lint format build image base-image image-archive versions drift fairness outcomes-report overrides-report challenger-report score bench spark-score bench-spark k8s-validate clean help

@@ -20,9 +20,15 @@ from pydantic import SerializeAsAny
 
 from loan_preprocessing.decide import ColumnDecisions, Scorer, Unscored
 from loan_preprocessing.inputs.columns import ValidatedColumns
-from loan_preprocessing.model.store import get_model, tag_to_serve
+from loan_preprocessing.model.store import get_model, model_metadata, tag_to_serve
 from loan_preprocessing.schema import Decision, LoanApplication, predict_request_model
-from loan_preprocessing.serving import open_inference, request_metrics
+from loan_preprocessing.serving import (
+    decisions_api,
+    open_inference,
+    recorded_answers,
+    recording,
+    request_metrics,
+)
 from loan_preprocessing.serving import timeout as request_timeout
 from loan_preprocessing.serving.csv_upload import answer_csv_upload
 from loan_preprocessing.serving.heap import freeze_startup_heap
@@ -32,7 +38,11 @@ from loan_preprocessing.serving.metrics import (
     domain_metrics,
     use_server_multiproc_dir,
 )
-from loan_preprocessing.serving.recording import DecisionRecorder
+from loan_preprocessing.serving.recording import (
+    DecisionRecorder,
+    prepare_store,
+    recorded_request_model,
+)
 from loan_preprocessing.serving.settings import ServiceSettings, worker_envs
 from loan_preprocessing.serving.shadow import (
     ChallengerShadow,
@@ -86,7 +96,9 @@ def _challenger_tag() -> str | None:
     return resolve_challenger_tag(SETTINGS.challenger_tag, _serving_tag())
 
 
-# The Open Inference Protocol (V2) at /v2, beside /predict.
+# The Open Inference Protocol (V2) at /v2, and the decision records at
+# /decisions, beside /predict.
+@bentoml.asgi_app(decisions_api.app, path=decisions_api.MOUNT)
 @bentoml.asgi_app(open_inference.app, path=open_inference.MOUNT)
 @bentoml.service(
     workers=SETTINGS.workers,
@@ -101,11 +113,13 @@ class LoanApproval:
     @bentoml.on_deployment
     def verify_model() -> None:
         """Runs once in the main process before workers start: a missing, tampered,
-        untrusted or incompatible model stops `bentoml serve` with one line; so
-        does such a challenger (LOAN_CHALLENGER_TAG)."""
+        untrusted or incompatible model stops `bentoml serve` with one line; so do
+        such a challenger (LOAN_CHALLENGER_TAG) and a decision store that cannot be
+        opened or has an older schema."""
         _load_scorer()
         if (challenger := _challenger_tag()) is not None:
             load_challenger(challenger)
+        prepare_store(SETTINGS)
 
     # Read by the V2 handlers (serving/open_inference.py).
     max_rows = SETTINGS.max_applications
@@ -116,18 +130,24 @@ class LoanApproval:
         self.model_version = self.scorer.tag.partition(":")[2]
         metrics = domain_metrics()
         metrics.model_info.labels(model_tag=self.scorer.tag).set(1)
-        self.recorder = DecisionRecorder(SETTINGS, self.scorer.tag, metrics)
+        sha256 = model_metadata(get_model(self.scorer.tag))["artifact"]["sha256"]
+        self.recorder = DecisionRecorder.open(SETTINGS, self.scorer.tag, sha256, metrics)
         challenger = _challenger_tag()
         self.challenger = (
             None if challenger is None else ChallengerShadow(load_challenger(challenger), metrics)
         )
         freeze_startup_heap()
 
+    async def __is_ready__(self) -> bool:
+        """Not ready while decisions cannot be recorded; ready again by itself as
+        soon as the store commits."""
+        return await self.recorder.ready()
+
     @bentoml.api(
         batchable=True,
         max_batch_size=SETTINGS.max_batch_size,
         max_latency_ms=SETTINGS.max_latency_ms,
-        input_spec=predict_request_model(SETTINGS.max_applications),
+        input_spec=recorded_request_model(predict_request_model(SETTINGS.max_applications)),
     )
     async def predict(self, applications: list[LoanApplication]) -> Decisions:
         """Approve (Y) or reject (N) each application, in order, with P(Y) and, for
@@ -136,10 +156,11 @@ class LoanApproval:
         # rows, less than handing it to a thread and back (measured 7-9% more
         # requests/s this way); one batch runs at a time anyway.
         decisions = self.scorer.decide(applications)
-        self.recorder.record(applications, decisions)
+        await self.recorder.record(applications, decisions)
         if self.challenger is not None:
             self.recorder.record_challenger(
                 [None if isinstance(d, Unscored) else d.Loan_Status for d in decisions],
+                [d.decision_id for d in decisions],
                 self.challenger.decide(applications),
             )
         return decisions
@@ -149,8 +170,8 @@ class LoanApproval:
     # the returns); the annotation documents the 200 answer's body.
     def predict_csv(self, file: Path) -> Annotated[str, ContentType("text/csv")]:
         """Score a CSV file in the data set's format (multipart field `file`);
-        answers CSV `Loan_ID,Loan_Status,probability,reasons` in the file's order
-        (`reasons`: a rejection's reason codes separated by `;`).
+        answers CSV `Loan_ID,Loan_Status,probability,reasons,decision_id` in the
+        file's order (`reasons`: a rejection's reason codes separated by `;`).
         The part's own Content-Type is not checked: curl sends
         application/octet-stream and Excel-era browsers application/vnd.ms-excel;
         the parse decides."""
@@ -158,16 +179,19 @@ class LoanApproval:
             file, SETTINGS.max_applications, self.decide_columns
         )
 
-    def decide_columns(self, columns: ValidatedColumns) -> ColumnDecisions:
+    def decide_columns(
+        self, columns: ValidatedColumns, answers: recording.RowAnswers = recorded_answers.csv_rows
+    ) -> tuple[ColumnDecisions, list[str] | None]:
         """Decide applications held as columns (the V2 endpoint, CSV uploads),
-        recorded as /predict records its decisions."""
+        recorded as /predict records its decisions (`answers` renders each row's
+        answer as the route gives it); the decisions and their ids."""
         decided = self.scorer.decide_columns(columns)
-        self.recorder.record_columns(columns, decided)
+        decision_ids = self.recorder.record_columns(columns, decided, answers)
         if self.challenger is not None:
             self.recorder.record_challenger(
-                decided.statuses, self.challenger.decide_columns(columns)
+                decided.statuses, decision_ids, self.challenger.decide_columns(columns)
             )
-        return decided
+        return decided, decision_ids
 
 
 # mypy cannot follow class decorators: LoanApproval is a bentoml.Service here.

@@ -215,3 +215,51 @@ def inprocess_table(figures: dict[str, dict[str, float]]) -> str:
 def write_json(path: Path, result: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+
+
+# The decision store's budgets: (label, key, format, target, met(on, off)).
+RECORDS_BUDGETS: Final = (
+    ("single-row requests/s, 32 clients", "single_rps", "{:,.0f}", ">= 0.9x", 0.9),
+    ("single-row p99 latency, ms", "single_p99_ms", "{:,.1f}", "<= 1.5x", 1.5),
+    ("rows/s, 1000-row V2 requests, 4 clients", "v2_rows_per_s", "{:,.0f}", None, None),
+)
+# The V2 budget differs by store: 0.85x with SQLite, 0.8x with PostgreSQL.
+V2_BUDGET: Final = {"service": 0.85, "records_pg": 0.8}
+
+
+def records_table(servers: dict[str, dict[str, Any]]) -> str:
+    """Decision records on (SQLite: the service; PostgreSQL: records_pg) against
+    the same service with records off, measured in the same run."""
+    off = servers.get("records_off")
+    if off is None:
+        return "decision records: not measured (no records_off server)"
+    rows: list[tuple[str, ...]] = [("figure", "records off", "on", "ratio", "target")]
+    for name, store in (("service", "SQLite"), ("records_pg", "PostgreSQL")):
+        on = servers.get(name)
+        if on is None:
+            continue
+        for label, key, fmt, target, bound in RECORDS_BUDGETS:
+            if key == "v2_rows_per_s":
+                bound = V2_BUDGET[name]
+                target = f">= {bound}x"
+            a, b = off.get(key, float("nan")), on.get(key, float("nan"))
+            ratio = b / a if a else float("nan")
+            lower_is_better = key.endswith("_ms")
+            met = ratio <= bound if lower_is_better else ratio >= bound  # type: ignore[operator]
+            rows.append(
+                (
+                    f"{label}, {store}",
+                    fmt.format(a),
+                    fmt.format(b),
+                    f"{ratio:.2f}",
+                    ("ok " if met else "MISS ") + str(target),
+                )
+            )
+    return _markdown(rows)
+
+
+def record_costs_table(costs: dict[str, float]) -> str:
+    """Where a record's time goes, in-process (median ms)."""
+    lines = ["| step, in-process (median of runs) | ms |", "|---|---:|"]
+    lines += [f"| {step} | {ms:.2f} |" for step, ms in costs.items()]
+    return "\n".join(lines)

@@ -47,16 +47,20 @@ from bench.machine import (
 from bench.mlserver import INFER_PATH as V2_INFER_PATH
 from bench.mlserver import mlserver_serve
 from bench.model import REAL_TEST_CSV, default_home, ensure_model, training_data
+from bench.record_costs import measure_record_costs
 from bench.report import (
     inprocess_table,
     peers_table,
     reasons_table,
+    record_costs_table,
+    records_table,
     rounds_summary,
     table,
     write_json,
 )
 from loan_preprocessing.environment import PROJECT_ROOT
 from loan_preprocessing.serving.settings import ServiceSettings, worker_envs
+from tests.support.postgres import postgres_server
 from tests.support.server import bentoml_serve
 
 RESULTS_PATH: Final = PROJECT_ROOT / "bench" / "results" / "latest.json"
@@ -85,6 +89,8 @@ class Target:
     cwd: Path = PROJECT_ROOT
     has_model: bool = True
     open_inference: bool = False
+    # Settings of this server only (decision records off, or on PostgreSQL).
+    env: tuple[tuple[str, str], ...] = ()
 
     @property
     def kinds(self) -> dict[str, int]:
@@ -135,7 +141,10 @@ def measure_servers(
             print(f"starting {name} ({target.service} in {target.cwd}) ...", flush=True)
             server = stack.enter_context(
                 bentoml_serve(
-                    target.service, env=env, log_path=logs / f"{name}.log", cwd=target.cwd
+                    target.service,
+                    env={**env, **dict(target.env)},
+                    log_path=logs / f"{name}.log",
+                    cwd=target.cwd,
                 )
             )
             check_answers(server.url, bodies)
@@ -260,6 +269,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="turns each server is loaded")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH)
     parser.add_argument(
+        "--no-postgres",
+        action="store_true",
+        help="skip the service recording to PostgreSQL (needs Debian's postgresql-15)",
+    )
+    parser.add_argument(
         "--no-mlserver", action="store_true", help="skip the MLServer peer (and its venv)"
     )
     parser.add_argument(
@@ -277,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     data, real = training_data()
     home = args.home or default_home(data)
     load_before = load_average()
-    with tempfile.TemporaryDirectory(prefix="loan-bench-") as scratch_dir:
-        scratch = Path(scratch_dir)
+    with ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loan-bench-")))
         print(f"model store {home} (training data: {'real' if real else 'synthetic'} {data.name})")
         tag, trained = ensure_model(home, data, scratch / "train.log")
         print(f"{'trained' if trained else 'reusing'} {tag}")
@@ -287,7 +301,20 @@ def main(argv: list[str] | None = None) -> int:
         rows_path = scratch / "rows.json"
         rows_path.write_text(json.dumps(rows))
         bodies["rows"] = rows_path
+        # The service records its decisions (SQLite, the default); records_off is
+        # the same service with them turned off, records_pg records to a
+        # PostgreSQL server started for the run.
         targets = {"service": Target(SERVICE, open_inference=True)}
+        targets["records_off"] = Target(
+            SERVICE, open_inference=True, env=(("LOAN_DECISION_RECORDS", "false"),)
+        )
+        postgres_url = None
+        if not args.no_postgres:
+            postgres = stack.enter_context(postgres_server())
+            postgres_url = postgres.new_database()
+            targets["records_pg"] = Target(
+                SERVICE, open_inference=True, env=(("LOAN_DECISION_STORE_URL", postgres_url),)
+            )
         if args.before:
             before = source_at(args.before, scratch / "before")
             targets["before"] = Target(SERVICE, cwd=before)
@@ -310,9 +337,12 @@ def main(argv: list[str] | None = None) -> int:
         # With the workers' thread settings, so the figures are a worker's.
         threads = {e["name"]: e["value"] for e in worker_envs(ServiceSettings.from_env())}
         inprocess = measure_inprocess({**threads, **env}, tag, rows_path)
+        print("timing the decision records in-process ...", flush=True)
+        record_costs = measure_record_costs(tag, rows, scratch, postgres_url)
     result: dict[str, Any] = {
         "servers": servers,
         "inprocess_ms": inprocess,
+        "record_costs_ms": record_costs,
         "model": {
             "tag": tag,
             "training_data": "real" if real else "synthetic",
@@ -352,6 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     print(rounds_summary(servers))
     print()
     print(inprocess_table(inprocess))
+    print()
+    print(records_table(servers))
+    print()
+    print(record_costs_table(record_costs))
     m = result["machine"]
     print(
         f"\n{m['logical_cores']} cores ({m['cpu_model']}), load average before "

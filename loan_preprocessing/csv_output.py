@@ -15,7 +15,9 @@ from loan_preprocessing.schema import ID_COLUMN, TARGET_COLUMN, Decision
 
 REASONS_COLUMN: Final = "reasons"
 CSV_COLUMNS: Final = (ID_COLUMN, TARGET_COLUMN, "probability", REASONS_COLUMN)
-CsvRow = tuple[str, str, str, str]
+# The service's CSV answers end with each decision's recorded id.
+DECISION_ID_COLUMN: Final = "decision_id"
+CsvRow = tuple[str, ...]
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV
 # injection); OWASP's advice is to prefix such a cell with a single quote, which
 # spreadsheets show as text. Every CSV this project writes goes through this.
@@ -57,19 +59,26 @@ def column_csv_rows(decided: ColumnDecisions) -> Iterator[CsvRow]:
     )
 
 
-def column_csv_lines(decided: ColumnDecisions) -> str:
+def column_csv_lines(decided: ColumnDecisions, decision_ids: list[str] | None = None) -> str:
     """The CSV lines of decisions held as columns (no header), as csv.writer
-    writes them. Only an identifier can need quoting (the other cells are codes
-    and numbers); when none does, the lines are joined directly, which is several
-    times faster than the csv module on a large file."""
-    rows = list(column_csv_rows(decided))
+    writes them, each ending with its decision id when given."""
+    rows: list[CsvRow] = list(column_csv_rows(decided))
+    if decision_ids is not None:
+        rows = [(*row, i) for row, i in zip(rows, decision_ids, strict=True)]
+    return csv_lines(rows)
+
+
+def csv_lines(rows: list[CsvRow]) -> str:
+    """Rows as csv.writer writes them. Only an identifier can need quoting (the
+    other cells are codes, numbers and ids); when none does, the lines are joined
+    directly, which is several times faster than the csv module on a large file."""
     if not rows:
         return ""
     text = "\n".join(map(",".join, rows))
     # Counted over the whole text at C speed: a separator, quote or line end
     # beyond the rows' own is in an identifier, which csv.writer must quote.
     plain = (
-        text.count(",") == (len(CSV_COLUMNS) - 1) * len(rows)
+        text.count(",") == (len(rows[0]) - 1) * len(rows)
         and text.count("\n") == len(rows) - 1
         and '"' not in text
         and "\r" not in text
@@ -81,12 +90,24 @@ def column_csv_lines(decided: ColumnDecisions) -> str:
     return buffer.getvalue()
 
 
-def decisions_to_csv(decisions: Iterable[Decision] | ColumnDecisions) -> str:
+def csv_text(rows: list[CsvRow]) -> str:
+    """A whole answer of recorded rows (the CSV columns and the decision id)."""
+    return ",".join((*CSV_COLUMNS, DECISION_ID_COLUMN)) + "\n" + csv_lines(rows)
+
+
+def decisions_to_csv(
+    decisions: Iterable[Decision] | ColumnDecisions, decision_ids: list[str] | None = None
+) -> str:
+    """The CSV answer; a last column of decision ids when they are given."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    columns = CSV_COLUMNS if decision_ids is None else (*CSV_COLUMNS, DECISION_ID_COLUMN)
+    writer.writerow(columns)
     if isinstance(decisions, ColumnDecisions):
-        buffer.write(column_csv_lines(decisions))
+        buffer.write(column_csv_lines(decisions, decision_ids))
     else:
-        writer.writerows(csv_row(decision) for decision in decisions)
+        rows = [csv_row(decision) for decision in decisions]
+        if decision_ids is not None:
+            rows = [(*row, i) for row, i in zip(rows, decision_ids, strict=True)]
+        writer.writerows(rows)
     return buffer.getvalue()

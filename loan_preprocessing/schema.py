@@ -15,6 +15,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
@@ -145,6 +146,10 @@ class LoanApplication(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Not a field: the request this application came in, set by the service
+    # (serving/recording.py), so decisions batched together find their answer.
+    _request: Any = PrivateAttr(default=None)
+
     Loan_ID: str | None = Field(
         default=None,
         max_length=64,
@@ -239,6 +244,12 @@ class Reason(BaseModel):
 class Decision(BaseModel):
     """The model's decision on one application."""
 
+    decision_id: str | None = Field(
+        default=None,
+        description="The id under which this decision is recorded (GET /decisions/{id}); "
+        "null only when the service runs with decision records turned off.",
+        examples=["01a23bb66c939bc9f24e4ec32651f402"],
+    )
     Loan_ID: str | None = Field(
         description="The application's Loan_ID, if it had one.", examples=["LP001015"]
     )

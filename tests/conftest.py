@@ -149,3 +149,20 @@ def built_bento(real_model) -> str:
     match = re.search(r"loan_approval_service:\w+", result.stdout)
     assert match, result.stdout
     return match.group(0)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL 15 server for the session (tests/support/postgres.py)."""
+    from tests.support.postgres import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    """An empty decision store of each kind: a SQLite file, a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'decisions.sqlite3'}"
+    return request.getfixturevalue("postgres").new_database()

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from loan_preprocessing.schema import EXAMPLE_APPLICATION, FEATURE_COLUMNS
+from loan_preprocessing.schema import EXAMPLE_APPLICATION, FEATURE_COLUMNS, ID_COLUMN
 from tests.support.server import bentoml_serve
 
 pytestmark = pytest.mark.e2e
@@ -22,18 +22,15 @@ BODY_LIMIT = 200_000
 
 @pytest.fixture(scope="module")
 def guarded(real_model_tag_or_none, tmp_path_factory):
-    """One worker, an API key, a small body limit and the prediction log on."""
+    """One worker, an API key, a small body limit, decisions recorded in SQLite."""
     folder = tmp_path_factory.mktemp("guarded")
-    log_path = folder / "predictions.jsonl"
     env = {
         "LOAN_WORKERS": "1",
         "LOAN_API_KEY": API_KEY,
         "LOAN_MAX_BODY_BYTES": str(BODY_LIMIT),
-        "LOAN_PREDICTION_LOG": str(log_path),
         "LOAN_MODEL_TAG": "",
     }
     with bentoml_serve(env=env, log_path=folder / "serve.log") as server:
-        server.prediction_log = log_path
         yield server
 
 
@@ -149,24 +146,35 @@ def delta(before: dict[str, float], after: dict[str, float], key: str) -> float:
     return after.get(key, 0.0) - before.get(key, 0.0)
 
 
-def test_prediction_log_has_features_decisions_and_reasons_but_no_loan_id(guarded):
+def test_each_decision_is_recorded_with_its_application_and_reasons(guarded):
     # The second application has no credit history: rejected, with its reasons.
     applications = [
-        {**EXAMPLE, "Loan_ID": "SECRET-ID"},
-        {**EXAMPLE, "Loan_ID": "SECRET-ID-2", "Credit_History": 0, "ApplicantIncome": 1500},
+        {**EXAMPLE, "Loan_ID": "REC-1", "Gender": "Female"},
+        {**EXAMPLE, "Loan_ID": "REC-2", "Credit_History": 0, "ApplicantIncome": 1500},
     ]
     response = predict(guarded, {"applications": applications})
     assert response.status_code == 200
     answers = response.json()
     assert answers[1]["reasons"], answers[1]
-    lines = [json.loads(line) for line in guarded.prediction_log.read_text().splitlines()]
-    for logged, answer in zip(lines[-2:], answers, strict=True):
-        assert set(logged["application"]) == set(FEATURE_COLUMNS)
-        assert logged["Loan_Status"] == answer["Loan_Status"]
-        assert logged["probability"] == answer["probability"]
-        assert logged["reasons"] == [reason["code"] for reason in answer["reasons"]]
-        assert logged["model_tag"] == response.headers["X-Model-Tag"]
-    assert "SECRET-ID" not in guarded.prediction_log.read_text()
+    for sent, answer in zip(applications, answers, strict=True):
+        record = httpx.get(
+            f"{guarded.url}/decisions/{answer['decision_id']}", headers=auth(), timeout=10
+        ).json()
+        # Every field as received, the protected ones included (numbers compare
+        # equal whether sent as 5000 or 5000.0).
+        assert record["application"] == {
+            name: sent.get(name) for name in (ID_COLUMN, *FEATURE_COLUMNS)
+        }
+        assert record["Loan_Status"] == answer["Loan_Status"]
+        assert record["probability"] == answer["probability"]
+        assert record["reasons"] == [reason["code"] for reason in answer["reasons"]]
+        assert record["answer"] == answer
+        assert record["model_tag"] == response.headers["X-Model-Tag"]
+
+
+def test_the_records_need_the_api_key(guarded):
+    response = httpx.get(f"{guarded.url}/decisions?loan_id=REC-1", timeout=10)
+    assert response.status_code == 401
 
 
 def test_overload_answers_429_not_collapse(real_model_tag_or_none, tmp_path):

@@ -17,6 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from loan_preprocessing.records.store import DecisionStore
 from loan_preprocessing.serving.middleware import OPEN_PATHS
 from loan_preprocessing.serving.settings import ENV_PREFIX, ServiceSettings
 from tests.support.server import ROOT
@@ -75,8 +76,9 @@ def env_values() -> dict[str, str]:
 
 def deployed_settings() -> ServiceSettings:
     """The settings the pods run with: the Deployment's literal env over the defaults.
-    The key file exists only in a pod (its reading is tested on its own)."""
-    env = {k: v for k, v in env_values().items() if k != f"{ENV_PREFIX}API_KEY_FILE"}
+    The Secrets' files exist only in a pod (their reading is tested on its own)."""
+    secrets = {f"{ENV_PREFIX}API_KEY_FILE", f"{ENV_PREFIX}DECISION_STORE_URL_FILE"}
+    env = {k: v for k, v in env_values().items() if k not in secrets}
     return ServiceSettings.from_env(env)
 
 
@@ -189,7 +191,7 @@ def test_api_key_is_a_file_from_a_required_secret():
     secret = volume["secret"]
     # A lost Secret must keep the pod from starting, not start it without a key.
     assert secret["optional"] is False
-    example = resource_from_example("Secret")
+    example = resource_from_example("Secret", "loan-approval-api-key")
     assert secret["secretName"] == example["metadata"]["name"]
     [item] = secret["items"]
     assert item["key"] in example["stringData"] and item["path"] == key_file.name
@@ -239,23 +241,43 @@ def test_every_object_is_in_the_service_namespace():
                 assert doc["metadata"]["namespace"] == name, (path.name, doc["kind"])
 
 
-def test_network_policy_admits_only_the_serving_port_and_no_egress():
+def test_the_decision_store_url_is_a_file_from_a_required_secret():
+    url_file = Path(env_values()[f"{ENV_PREFIX}DECISION_STORE_URL_FILE"])
+    assert f"{ENV_PREFIX}DECISION_STORE_URL" not in {e["name"] for e in container()["env"]}
+    assert f"{ENV_PREFIX}DECISION_RECORDS" not in env_values()
+    [mount] = [m for m in container()["volumeMounts"] if Path(m["mountPath"]) == url_file.parent]
+    assert mount["readOnly"] is True
+    [volume] = [v for v in pod_spec()["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["optional"] is False
+    example = resource_from_example("Secret", volume["secret"]["secretName"])
+    [item] = volume["secret"]["items"]
+    assert item["path"] == url_file.name
+    # The example is a PostgreSQL URL, which the service reads as its store.
+    url = example["stringData"][item["key"]]
+    assert url.startswith("postgresql://")
+    assert DecisionStore(url).engine.dialect.name == "postgresql"
+
+
+def test_network_policy_admits_the_serving_port_in_and_only_the_store_out():
     policy = resource("NetworkPolicy")["spec"]
     pod_labels = resource("Deployment")["spec"]["template"]["metadata"]["labels"]
     assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
     assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
-    assert policy["egress"] == []
+    # Egress only to PostgreSQL (the decision store) and DNS.
+    ports = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
+    assert ports == {(5432, "TCP"), (53, "UDP"), (53, "TCP")}
+    assert all("to" not in rule or rule["to"] for rule in policy["egress"])
     [rule] = policy["ingress"]
     [port] = rule["ports"]
     assert port["port"] in {p["name"] for p in container()["ports"]}
 
 
-def resource_from_example(kind: str) -> dict[str, Any]:
+def resource_from_example(kind: str, name: str | None = None) -> dict[str, Any]:
     [found] = [
         d
         for p in MANIFEST_DIR.glob(f"*{EXAMPLE_SUFFIX}")
         for d in documents(p)
-        if d["kind"] == kind
+        if d["kind"] == kind and name in (None, d["metadata"]["name"])
     ]
     return found
 

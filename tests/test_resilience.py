@@ -4,7 +4,6 @@ Traffic goes only to 127.0.0.1, from a few threads, for a bounded time."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -16,6 +15,7 @@ import httpx
 import psutil
 import pytest
 
+from loan_preprocessing.records.store import DecisionStore
 from loan_preprocessing.schema import EXAMPLE_APPLICATION
 from tests.support.server import bentoml_serve
 
@@ -79,13 +79,17 @@ class Load:
 ANSWERED_BEFORE_SIGTERM = 50
 
 
+def recorded(url: str) -> list[dict]:
+    """Every decision recorded in the store at `url`."""
+    store = DecisionStore(url)
+    try:
+        return list(store.export())
+    finally:
+        store.close()
+
+
 def test_sigterm_under_load_lets_accepted_requests_finish(real_model_tag_or_none, tmp_path):
-    log_path = tmp_path / "decided.jsonl"
-    env = {
-        "LOAN_MODEL_TAG": "",
-        "LOAN_PREDICTION_LOG": str(log_path),
-        "LOAN_PREDICTION_LOG_LOAN_ID": "true",
-    }
+    env = {"LOAN_MODEL_TAG": ""}
     with bentoml_serve(env=env, log_path=tmp_path / "serve.log") as server:
         with Load(server.url) as load:
             # Under load for real before the signal, however busy the machine is:
@@ -97,9 +101,7 @@ def test_sigterm_under_load_lets_accepted_requests_finish(real_model_tag_or_none
             os.kill(server.process.pid, signal.SIGTERM)
             server.process.wait(30)
             time.sleep(0.5)
-        decided = {
-            json.loads(line)["application"]["Loan_ID"] for line in log_path.read_text().splitlines()
-        }
+        decided = {r["application"]["Loan_ID"] for r in recorded(server.store_url)}
     print(f"\nshutdown under load: {dict(load.outcomes)}; decided by the server: {len(decided)}")
     assert load.outcomes["200"] >= ANSWERED_BEFORE_SIGTERM
     assert server.process.returncode == 0

@@ -17,7 +17,7 @@ import json
 import math
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -151,12 +151,9 @@ class LoggedApplications:
     last_time: str | None
 
 
-def read_prediction_logs(paths: Iterable[Path]) -> LoggedApplications:
-    """The applications of the service's JSON-lines prediction logs, as a feature frame."""
-    applications: list[Mapping[str, Any]] = []
-    approved: list[bool] = []
-    tags: Counter[str] = Counter()
-    times: list[str] = []
+def _file_entries(paths: Iterable[Path]) -> Iterator[Mapping[str, Any]]:
+    """The entries of JSON-lines files: decision-record exports (`make
+    decisions-export`) or the prediction logs of earlier versions."""
     for path in paths:
         with open(path, encoding="utf-8") as handle:
             for number, text in enumerate(handle, start=1):
@@ -164,18 +161,61 @@ def read_prediction_logs(paths: Iterable[Path]) -> LoggedApplications:
                     continue
                 try:
                     entry = json.loads(text)
-                    application = entry["application"]
+                    if not isinstance(entry["application"], dict):
+                        raise TypeError("application is not an object")
                 except (json.JSONDecodeError, KeyError, TypeError) as exc:
                     raise ValueError(
-                        f"{path}:{number}: not a prediction log entry ({type(exc).__name__})"
+                        f"{path}:{number}: not a decision record ({type(exc).__name__})"
                     ) from None
-                applications.append(application)
-                approved.append(entry.get(TARGET_COLUMN) == APPROVED)
-                tags[str(entry.get("model_tag"))] += 1
-                if entry.get("time"):
-                    times.append(str(entry["time"]))
+                yield entry
+
+
+def read_prediction_logs(paths: Iterable[Path]) -> LoggedApplications:
+    """The decided applications in JSON-lines files, as a feature frame."""
+    return read_decisions(_file_entries(paths))
+
+
+def read_store(url: str) -> LoggedApplications:
+    """The delivered decisions in the decision store at `url`."""
+    from loan_preprocessing.records.store import DecisionStore
+
+    store = DecisionStore(url)
+    try:
+        store.prepare()
+        return read_decisions(store.export())
+    finally:
+        store.close()
+
+
+def read_source(logs: list[Path] | None) -> tuple[LoggedApplications, str]:
+    """The files given, else the service's decision store; and what was read."""
+    if logs:
+        return read_prediction_logs(logs), f"{len(logs)} file(s)"
+    from loan_preprocessing.records.location import store_url_from_environment
+    from loan_preprocessing.records.store import DecisionStore
+
+    url = store_url_from_environment()
+    return read_store(url), DecisionStore.redacted(url)
+
+
+def read_decisions(entries: Iterable[Mapping[str, Any]]) -> LoggedApplications:
+    """Decided applications (record dicts: `application`, `Loan_Status`,
+    `model_tag`, `time`), as a feature frame. A record marked undelivered was
+    never given to the applicant and is left out."""
+    applications: list[Mapping[str, Any]] = []
+    approved: list[bool] = []
+    tags: Counter[str] = Counter()
+    times: list[str] = []
+    for entry in entries:
+        if entry.get("delivered") is False:
+            continue
+        applications.append(entry["application"])
+        approved.append(entry.get(TARGET_COLUMN) == APPROVED)
+        tags[str(entry.get("model_tag"))] += 1
+        if entry.get("time"):
+            times.append(str(entry["time"]))
     if not applications:
-        raise ValueError("the logs hold no applications")
+        raise ValueError("no delivered decisions to read")
     frame = to_feature_frame(
         [{name: a.get(name) for name in FEATURE_COLUMNS} for a in applications]
     )
@@ -219,7 +259,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Compare logged applications with the training data (PSI per feature).",
     )
     parser.add_argument(
-        "--log", type=Path, action="append", required=True, help="prediction log (JSON lines)"
+        "--log",
+        type=Path,
+        action="append",
+        help="a JSON-lines export of decision records (make decisions-export); repeatable. "
+        "Default: the service's decision store (LOAN_DECISION_STORE_URL)",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
@@ -243,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
 
     apply_project_defaults()
     try:
-        logged = read_prediction_logs(args.log)
+        logged, _ = read_source(args.log)
         if args.reference is not None:
             from loan_preprocessing.data import read_applications
 

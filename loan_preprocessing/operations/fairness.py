@@ -40,7 +40,7 @@ from fairlearn.metrics import (
 )
 
 from loan_preprocessing.model.store import ModelLoadError, get_model
-from loan_preprocessing.operations.drift import read_prediction_logs, single_model_tag
+from loan_preprocessing.operations.drift import read_source, single_model_tag
 from loan_preprocessing.schema import CATEGORY_LEVELS, PROTECTED_ATTRIBUTES, PROXY_ATTRIBUTES
 
 # The model's metadata section holding its training audit.
@@ -284,7 +284,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "model's training audit.",
     )
     parser.add_argument(
-        "--log", type=Path, action="append", required=True, help="prediction log (JSON lines)"
+        "--log",
+        type=Path,
+        action="append",
+        help="a JSON-lines export of decision records (make decisions-export); repeatable. "
+        "Default: the service's decision store (LOAN_DECISION_STORE_URL)",
     )
     parser.add_argument(
         "--model-tag",
@@ -312,14 +316,14 @@ def main(argv: list[str] | None = None) -> int:
 
     apply_project_defaults()
     try:
-        logged = read_prediction_logs(args.log)
+        logged, source = read_source(args.log)
         tag, training = training_audit(args.model_tag or single_model_tag(logged.model_tags))
     except (OSError, ValueError, RuntimeError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     seed = int(training.get("bootstrap", {}).get("seed", 0))
     current = audit_decisions(
-        logged.features, logged.approved, None, seed, f"decisions in {len(args.log)} log file(s)"
+        logged.features, logged.approved, None, seed, f"decisions in {source}"
     )
     flagged = below_floor(current, args.min_adverse_impact_ratio)
     if args.json:

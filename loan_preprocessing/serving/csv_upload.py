@@ -14,7 +14,8 @@ from loan_preprocessing.inputs.columns import ValidatedColumns
 from loan_preprocessing.inputs.csv_columns import parse_csv_columns
 from loan_preprocessing.inputs.csv_rows import CsvValidationError
 
-DecideColumns = Callable[[ValidatedColumns], ColumnDecisions]
+# Decides and records the rows; the decisions and their ids (None: not recorded).
+DecideColumns = Callable[[ValidatedColumns], tuple[ColumnDecisions, list[str] | None]]
 
 
 def csv_problems(exc: CsvValidationError) -> JSONResponse:
@@ -38,10 +39,10 @@ def answer_csv_upload(file: Path, max_rows: int, decide_columns: DecideColumns) 
     except CsvValidationError as exc:
         return csv_problems(exc)
     try:
-        decided = decide_columns(columns)
+        decided, decision_ids = decide_columns(columns)
     except UnscoredRowError:
         return JSONResponse(
             status_code=500,
             content={"error": "the model could not score every row; see the server log"},
         )
-    return Response(decisions_to_csv(decided), media_type="text/csv")
+    return Response(decisions_to_csv(decided, decision_ids), media_type="text/csv")

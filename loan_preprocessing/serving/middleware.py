@@ -21,6 +21,7 @@ from loan_preprocessing.serving.open_inference import HEALTH_PATHS as V2_HEALTH_
 logger = logging.getLogger(__name__)
 
 MODEL_TAG_HEADER: Final = "X-Model-Tag"
+_MODEL_TAG_KEY: Final = MODEL_TAG_HEADER.lower().encode()
 # Probes (the V2 ones too), metrics and the API page stay open even when an API key is set.
 OPEN_PATHS: Final = frozenset(
     {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/", *V2_HEALTH_PATHS}
@@ -209,7 +210,8 @@ class ConcurrencyLimit:
 
 
 class ModelTagHeader:
-    """Adds X-Model-Tag (the tag of the model that decided) to every API response."""
+    """Adds X-Model-Tag (the tag of the model that decided) to every API response
+    that does not name one already (a replayed answer names the model that made it)."""
 
     def __init__(self, app: Any, model_tag: Callable[[], str | None]) -> None:
         self.app = app
@@ -221,12 +223,16 @@ class ModelTagHeader:
 
         async def send_with_tag(message: dict[str, Any]) -> None:
             tag = self.model_tag()
-            if message["type"] == "http.response.start" and tag:
+            if (
+                message["type"] == "http.response.start"
+                and tag
+                and not any(k == _MODEL_TAG_KEY for k, _ in message.get("headers", []))
+            ):
                 message = {
                     **message,
                     "headers": [
                         *message.get("headers", []),
-                        (MODEL_TAG_HEADER.lower().encode(), tag.encode()),
+                        (_MODEL_TAG_KEY, tag.encode()),
                     ],
                 }
             await send(message)

@@ -18,6 +18,7 @@ from typing import Any, Final, Literal, get_args, get_origin
 import bentoml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -25,6 +26,7 @@ from starlette.routing import Route
 from loan_preprocessing.decide import ColumnDecisions, UnscoredRowError
 from loan_preprocessing.inputs.columns import RULES, ColumnsValidationError, validate_columns
 from loan_preprocessing.model.store import MODEL_NAME
+from loan_preprocessing.records.rows import json_rows
 from loan_preprocessing.schema import ID_COLUMN, TARGET_COLUMN
 
 MOUNT: Final = "/v2"
@@ -36,10 +38,13 @@ DATATYPES: Final = (
     "FP16", "FP32", "FP64", "BYTES",
 )  # fmt: skip
 PROBABILITY_OUTPUT: Final = "probability"
+# The id under which each decision is recorded (GET /decisions/{id}).
+DECISION_ID_OUTPUT: Final = "decision_id"
 # A rejection's reason codes, most important first, joined by REASON_SEPARATOR
 # (empty for an approval), as in the CSV answers; the texts are in the README.
 REASONS_OUTPUT: Final = "reasons"
 OUTPUT_DATATYPES: Final = {
+    DECISION_ID_OUTPUT: "BYTES",
     ID_COLUMN: "BYTES",
     TARGET_COLUMN: "BYTES",
     PROBABILITY_OUTPUT: "FP64",
@@ -139,28 +144,43 @@ def columns_of(request: InferenceRequest, max_rows: int) -> tuple[dict[str, list
     return columns, rows
 
 
+def output_values(decided: ColumnDecisions, decision_ids: list[str] | None) -> dict[str, list[Any]]:
+    """Every output's values, one per row (decision_id only when recorded)."""
+    values: dict[str, list[Any]] = {}
+    if decision_ids is not None:
+        values[DECISION_ID_OUTPUT] = decision_ids
+    values[ID_COLUMN] = decided.loan_ids
+    values[TARGET_COLUMN] = decided.statuses
+    values[PROBABILITY_OUTPUT] = decided.probabilities
+    values[REASONS_OUTPUT] = decided.reason_codes()
+    return values
+
+
+def check_outputs(request: InferenceRequest) -> None:
+    """Refuse an unknown output name before anything is decided."""
+    for output in request.outputs or []:
+        name = output.get("name")
+        if name not in OUTPUT_DATATYPES:
+            raise RequestError(f"unknown output {name!r}; outputs: {', '.join(OUTPUT_DATATYPES)}")
+
+
 def response_body(
-    decided: ColumnDecisions, model_version: str, request: InferenceRequest, with_ids: bool
+    values: dict[str, list[Any]], model_version: str, request: InferenceRequest, with_ids: bool
 ) -> dict[str, Any]:
     """The V2 response: one output per column, in the pandas codec's [n, 1] shape."""
-    values: dict[str, list[Any]] = {
-        ID_COLUMN: decided.loan_ids,
-        TARGET_COLUMN: decided.statuses,
-        PROBABILITY_OUTPUT: decided.probabilities,
-        REASONS_OUTPUT: decided.reason_codes(),
-    }
     wanted = [o.get("name") for o in request.outputs or []] or [
         name for name in values if with_ids or name != ID_COLUMN
     ]
+    count = len(values[TARGET_COLUMN])
     outputs = []
     for name in wanted:
         if name not in values:
-            raise RequestError(f"unknown output {name!r}; outputs: {', '.join(values)}")
+            raise RequestError(f"output {name!r} is not available; outputs: {', '.join(values)}")
         outputs.append(
             {
                 "name": name,
                 "datatype": OUTPUT_DATATYPES[name],
-                "shape": [len(decided), 1],
+                "shape": [count, 1],
                 "data": values[name],
             }
         )
@@ -171,6 +191,12 @@ def response_body(
         "parameters": {"content_type": "pd"},
         "outputs": outputs,
     }
+
+
+def row_answers(decided: ColumnDecisions, decision_ids: list[str]) -> list[str]:
+    """Each row's answer as recorded: every output of the row (a request names
+    the ones it wants; a replay of it picks the same ones)."""
+    return json_rows(output_values(decided, decision_ids))
 
 
 def _bad_request(message: str, detail: list[dict[str, Any]] | None = None) -> JSONResponse:
@@ -195,10 +221,16 @@ async def infer(request: Request) -> JSONResponse:
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:20]]
         return _bad_request(f"not a V2 inference request: {errors[0]['msg']}", detail)
     try:
-        columns, rows = columns_of(parsed, service.max_rows)
-        validated = validate_columns(columns, rows)
-        decided = service.decide_columns(validated)
-        body = response_body(decided, service.model_version, parsed, ID_COLUMN in columns)
+        check_outputs(parsed)
+        columns, count = columns_of(parsed, service.max_rows)
+        validated = validate_columns(columns, count)
+        # In a thread: recording waits for the store's commit, which must not
+        # hold up the worker's other requests.
+        decided, decision_ids = await run_in_threadpool(
+            service.decide_columns, validated, row_answers
+        )
+        values = output_values(decided, decision_ids)
+        body = response_body(values, service.model_version, parsed, ID_COLUMN in columns)
     except ColumnsValidationError as exc:
         return _validation_answer(exc)
     except RequestError as exc:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 from pydantic import PositiveFloat, PositiveInt, StringConstraints, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loan_preprocessing.model.store import MODEL_NAME
+from loan_preprocessing.records.location import default_store_url
 
 ENV_PREFIX: Final = "LOAN_"
 # Never shown in a message, even when refused.
-SECRET_FIELDS: Final = frozenset({"api_key"})
+SECRET_FIELDS: Final = frozenset({"api_key", "decision_store_url"})
 
 
 class SettingsError(ValueError):
@@ -68,10 +69,25 @@ class ServiceSettings(BaseSettings):
     # whose synchronisation costs far more than it saves on small batches
     # (measured: 7x slower per call with 2 threads on 2 busy cores).
     model_threads: PositiveInt = 1
-    # When set, each decided application is appended to this JSON-lines file.
-    prediction_log: str | None = None
-    # Loan_ID goes into the prediction log only when this is true.
-    prediction_log_loan_id: bool = False
+    # Where every decision is recorded before it is answered (records/): a
+    # SQLAlchemy URL, sqlite:///<file> or postgresql://user:password@host/db.
+    # Unset: a SQLite file in the project's state folder (default_store_url()).
+    decision_store_url: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None
+    ) = None
+    # The URL read from this file instead (a mounted Kubernetes Secret: a
+    # PostgreSQL URL carries a password).
+    decision_store_url_file: str | None = None
+    # False: decisions are not recorded, and the service says so at start. Only
+    # an explicit setting turns the records off.
+    decision_records: bool = True
+    # SQLite only: FULL syncs every commit to disk (nothing answered is lost to a
+    # power cut); NORMAL syncs at checkpoints (a process crash loses nothing, a
+    # power cut may lose the last commits).
+    decision_store_sqlite_sync: Literal["FULL", "NORMAL"] = "FULL"
+    # How long records are kept: `make decisions-purge` deletes older ones
+    # (Regulation B, 12 CFR 1002.12(b)(1): 25 months).
+    retention_months: PositiveInt = 25
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
@@ -94,11 +110,21 @@ class ServiceSettings(BaseSettings):
             name = f"{ENV_PREFIX}{field.upper()}"
             shown = "<hidden>" if field in SECRET_FIELDS else repr(error["input"])
             raise SettingsError(f"{name}={shown}: {error['msg']}") from None
+        if settings.decision_store_url_file is not None:
+            if settings.decision_store_url is not None:
+                raise SettingsError(
+                    f"set {ENV_PREFIX}DECISION_STORE_URL or {ENV_PREFIX}DECISION_STORE_URL_FILE, "
+                    "not both"
+                )
+            url = _read_secret("decision_store_url_file", settings.decision_store_url_file)
+            settings = settings.model_copy(update={"decision_store_url": url})
         if settings.api_key_file is None:
             return settings
         if settings.api_key is not None:
             raise SettingsError(f"set {ENV_PREFIX}API_KEY or {ENV_PREFIX}API_KEY_FILE, not both")
-        return settings.model_copy(update={"api_key": _read_api_key(settings.api_key_file)})
+        return settings.model_copy(
+            update={"api_key": _read_secret("api_key_file", settings.api_key_file)}
+        )
 
     @classmethod
     def from_env_or_exit(cls) -> ServiceSettings:
@@ -114,6 +140,13 @@ class ServiceSettings(BaseSettings):
         """Requests one worker handles at once (as BentoML divided max_concurrency)."""
         return math.ceil(self.max_concurrency / self.workers)
 
+    @property
+    def store_url(self) -> str | None:
+        """The decision store's URL, or None when records are turned off."""
+        if not self.decision_records:
+            return None
+        return self.decision_store_url or default_store_url()
+
     @classmethod
     def variable_names(cls) -> frozenset[str]:
         """Every LOAN_* variable the service reads."""
@@ -125,15 +158,13 @@ def worker_envs(settings: ServiceSettings) -> list[dict[str, str]]:
     return [{"name": "OMP_NUM_THREADS", "value": str(settings.model_threads)}]
 
 
-def _read_api_key(path: str) -> str:
-    """The key in `path`, without the newline a Secret made from a file often has."""
-    variable = f"{ENV_PREFIX}API_KEY_FILE={path!r}"
+def _read_secret(field: str, path: str) -> str:
+    """The value in `path`, without the newline a Secret made from a file often has."""
+    variable = f"{ENV_PREFIX}{field.upper()}={path!r}"
     try:
         key = Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise SettingsError(
-            f"{variable}: cannot read it ({exc.strerror}); unset the variable to run without a key"
-        ) from None
+        raise SettingsError(f"{variable}: cannot read it ({exc.strerror})") from None
     if not key:
         raise SettingsError(f"{variable}: the file is empty")
     return key

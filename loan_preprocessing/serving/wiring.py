@@ -13,6 +13,7 @@ import bentoml
 
 from loan_preprocessing.schema import TARGET_COLUMN, LoanApplication, predict_request_model
 from loan_preprocessing.serving import open_inference
+from loan_preprocessing.serving.decisions_api import BarePath
 from loan_preprocessing.serving.guards import (
     JSON_MEDIA_TYPE,
     ContentTypeGuard,
@@ -27,6 +28,8 @@ from loan_preprocessing.serving.middleware import (
     ModelTagHeader,
 )
 from loan_preprocessing.serving.openapi import DocsPage, OpenApiCorrections
+from loan_preprocessing.serving.recorded_answers import REPLAYERS
+from loan_preprocessing.serving.recording import DecisionDelivery, DecisionRecorder
 from loan_preprocessing.serving.settings import ServiceSettings
 
 Layer = tuple[type, dict[str, Any]]
@@ -69,6 +72,10 @@ def middleware_stack(
         ),
         (ConcurrencyLimit, {"paths": api_paths, "slots": settings.slots_per_worker}),
         (ModelTagHeader, {"model_tag": model_tag}),
+        # Inside the concurrency limit, so a request holds its slot until its
+        # answer is delivered; outside everything that can answer for the routes.
+        (DecisionDelivery, {"replayers": REPLAYERS, "recorder": _worker_recorder}),
+        (BarePath, {}),
         (DocsPage, {}),
         (
             OpenApiCorrections,
@@ -82,6 +89,17 @@ def middleware_stack(
         (ContentTypeGuard, {"accepted": media_types}),
         (JsonBodyGuard, {"known_keys": known_keys}),
     ]
+
+
+def _worker_recorder() -> DecisionRecorder | None:
+    """The recorder of this worker's service instance (None: records are off, or
+    a service without them, such as the bench's no-model ceiling)."""
+    try:
+        service = bentoml.get_current_service()
+    except bentoml.exceptions.BentoMLException:
+        return None
+    recorder: DecisionRecorder | None = getattr(service, "recorder", None)
+    return recorder
 
 
 def add_middleware(

@@ -146,7 +146,7 @@ def test_cli_reports_a_broken_log_line(tmp_path, capsys):
     log = tmp_path / "broken.jsonl"
     log.write_text('{"application": {}}\nnot json\n')
     assert drift.main(["--log", str(log), "--reference", str(SAMPLE_CSV)]) == 1
-    assert f"{log}:2: not a prediction log entry" in capsys.readouterr().err
+    assert f"{log}:2: not a decision record" in capsys.readouterr().err
 
 
 # The model's own profile, on the real data (the real_model_tag fixture needs it).

@@ -34,8 +34,8 @@ from loan_preprocessing.schema import (
     REJECTED,
     LoanApplication,
 )
-from loan_preprocessing.serving.prediction_log import PredictionLog
 from tests.conftest import ROOT
+from tests.support.records import export_json_lines, record_delivered
 
 # Decisions built group by group: (rows, approved, positives, approved positives).
 WOMEN = (50, 30, 30, 21)  # approval 0.6, TPR 0.7
@@ -157,14 +157,31 @@ def test_one_group_alone_has_no_ratio(constructed):
 
 
 @pytest.fixture(scope="module")
-def decided_log(real_model_tag, real_test_rows, tmp_path_factory):
-    """The real test applications decided by the real model, logged by the
-    service's own PredictionLog."""
+def decided_store(real_model_tag, real_test_rows, tmp_path_factory):
+    """The real test applications decided by the real model, recorded in a real
+    SQLite decision store by the service's own recording code."""
     scorer = Scorer.from_model(get_model(real_model_tag))
     applications = [LoanApplication.model_validate(r) for r in real_test_rows]
-    path = tmp_path_factory.mktemp("fairness-log") / "predictions.jsonl"
-    PredictionLog(path).write(scorer.tag, applications, scorer.decide(applications))
-    return path
+    url = f"sqlite:///{tmp_path_factory.mktemp('fairness-store') / 'decisions.sqlite3'}"
+    record_delivered(url, scorer.tag, applications, scorer.decide(applications))
+    return url
+
+
+@pytest.fixture(scope="module")
+def decided_log(decided_store, tmp_path_factory):
+    """The same decisions exported as JSON lines (`make decisions-export`)."""
+    return export_json_lines(decided_store, tmp_path_factory.mktemp("export") / "decided.jsonl")
+
+
+def test_the_report_reads_the_store_as_it_reads_its_export(
+    decided_store, decided_log, monkeypatch, capsys
+):
+    assert fairness.main(["--log", str(decided_log), "--json"]) == 0
+    from_file = json.loads(capsys.readouterr().out)
+    monkeypatch.setenv("LOAN_DECISION_STORE_URL", decided_store)
+    assert fairness.main(["--json"]) == 0
+    from_store = json.loads(capsys.readouterr().out)
+    assert from_store["log"]["attributes"] == from_file["log"]["attributes"]
 
 
 def _rates_in(path) -> pd.DataFrame:

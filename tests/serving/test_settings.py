@@ -26,7 +26,7 @@ def test_variables_are_typed():
 
 
 def test_an_empty_variable_counts_as_unset():
-    assert ServiceSettings.from_env({"LOAN_PREDICTION_LOG": ""}).prediction_log is None
+    assert ServiceSettings.from_env({"LOAN_DECISION_STORE_URL": ""}).decision_store_url is None
 
 
 def test_the_process_environment_is_read(monkeypatch):
@@ -67,3 +67,23 @@ def test_from_env_or_exit_exits_with_the_one_line(monkeypatch):
     with pytest.raises(SystemExit) as stop:
         ServiceSettings.from_env_or_exit()
     assert str(stop.value).startswith("error: LOAN_BODY_IDLE_SECONDS='soon': ")
+
+
+def test_the_decision_store_url_is_read_from_a_file_and_never_shown(tmp_path):
+    url_file = tmp_path / "url"
+    url_file.write_text("postgresql://u:pw@db/records\n")
+    settings = ServiceSettings.from_env({"LOAN_DECISION_STORE_URL_FILE": str(url_file)})
+    assert settings.store_url == "postgresql://u:pw@db/records"
+    with pytest.raises(ValueError, match="not both"):
+        ServiceSettings.from_env(
+            {"LOAN_DECISION_STORE_URL_FILE": str(url_file), "LOAN_DECISION_STORE_URL": "x"}
+        )
+    with pytest.raises(ValueError, match="cannot read it"):
+        ServiceSettings.from_env({"LOAN_DECISION_STORE_URL_FILE": str(tmp_path / "absent")})
+
+
+def test_records_are_on_by_default_and_off_only_when_said(monkeypatch, tmp_path):
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path))
+    assert ServiceSettings.from_env({}).store_url == f"sqlite:///{tmp_path}/decisions.sqlite3"
+    assert ServiceSettings.from_env({"LOAN_DECISION_RECORDS": "false"}).store_url is None
+    assert ServiceSettings.from_env({}).retention_months == 25

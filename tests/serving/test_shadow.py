@@ -6,6 +6,7 @@ checked against both versions' decisions computed here independently."""
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import pytest
 from loan_preprocessing.decide import Scorer
 from loan_preprocessing.inputs.columns import validate_columns
 from loan_preprocessing.model.store import ModelLoadError, get_model
+from loan_preprocessing.records.challenger import export_challenger
+from loan_preprocessing.records.store import DecisionStore
 from loan_preprocessing.schema import TARGET_COLUMN, LoanApplication
 from loan_preprocessing.serving.metrics import DomainMetrics
 from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER
@@ -26,7 +29,7 @@ from tests.conftest import REAL_TRAINING_CSV, TEST_REPORTS, require_real_data
 from tests.serving.test_open_inference import v2_request
 from tests.support.server import bentoml_serve
 
-ANSWER_FIELDS = {"Loan_ID", "Loan_Status", "probability", "reasons"}
+ANSWER_FIELDS = {"decision_id", "Loan_ID", "Loan_Status", "probability", "reasons"}
 
 
 @pytest.fixture(scope="session")
@@ -74,6 +77,19 @@ def _metric(text: str, name: str) -> float:
     return float(found[0]) if found else 0.0
 
 
+def _challenger_records(url: str, expected: int) -> dict[str, dict]:
+    store = DecisionStore(url)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            rows = {r["decision_id"]: r for r in export_challenger(store)}
+            if len(rows) >= expected or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.2)
+    finally:
+        store.close()
+
+
 def _statuses(scorer: Scorer, rows: list[dict]) -> list[str]:
     applications = [LoanApplication.model_validate(r) for r in rows]
     return [d.Loan_Status for d in scorer.decide(applications)]
@@ -88,11 +104,13 @@ def test_challenger_scores_in_shadow_and_the_client_sees_the_champion(
 ) -> None:
     champion = Scorer.from_model(get_model(real_model_tag))
     challenger = Scorer.from_model(get_model(challenger_tag))
+    store_url = f"sqlite:///{tmp_path / 'decisions.db'}"
     v2_rows = real_training_rows[:50]
     env = {
         "LOAN_MODEL_TAG": real_model_tag,
         "LOAN_CHALLENGER_TAG": challenger_tag,
         "LOAN_WORKERS": "1",
+        "LOAN_DECISION_STORE_URL": store_url,
     }
     with bentoml_serve(env=env, log_path=tmp_path / "serve.log", ready_timeout=180) as server:
         answers = []
@@ -104,6 +122,8 @@ def test_challenger_scores_in_shadow_and_the_client_sees_the_champion(
         v2 = httpx.post(f"{server.url}{INFER_PATH}", json=v2_request(v2_rows), timeout=60)
         assert v2.status_code == 200, v2.text
         metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+        # Recorded from the store's thread after the answers: wait for the last.
+        shadow = _challenger_records(store_url, len(answers) + len(v2_rows))
         log = server.log()
     sent = real_test_rows + real_training_rows
     # The client gets the champion's decisions, nothing of the challenger's.
@@ -130,6 +150,14 @@ def test_challenger_scores_in_shadow_and_the_client_sees_the_champion(
             == flips[direction]
         )
     assert _metric(metrics, "loan_challenger_failures_total") == 0
+    # Recorded beside each of the champion's decisions, the challenger's own.
+    challenged = challenger.decide([LoanApplication.model_validate(r) for r in sent])
+    for answer, expected in zip(answers, challenged, strict=True):
+        row = shadow[answer["decision_id"]]
+        assert row["model_tag"] == challenger_tag
+        assert row["Loan_Status"] == expected.Loan_Status
+        assert row["probability"] == pytest.approx(expected.probability, abs=1e-9)
+        assert row["reason_codes"] == ";".join(r.code for r in expected.reasons)
     assert _metric(metrics, 'loan_decisions_total{loan_status="Y"}') == Counter(ours)["Y"]
     assert "Traceback" not in log
 

@@ -31,6 +31,8 @@ class RunningServer:
     process: subprocess.Popen
     log_path: Path
     ready_seconds: float
+    # The decision store the server records into (LOAN_DECISION_STORE_URL).
+    store_url: str = ""
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -53,7 +55,11 @@ def bentoml_serve(
     """Start `bentoml serve target` in `cwd` (the project) on a free 127.0.0.1 port
     and wait for /readyz."""
     port = free_port()
-    full_env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
+    # A decision store of the server's own beside its log, unless the test names one.
+    store = {
+        "LOAN_DECISION_STORE_URL": f"sqlite:///{log_path.parent / f'decisions-{port}.sqlite3'}"
+    }
+    full_env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", **store, **(env or {})}
     started = time.monotonic()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -72,7 +78,9 @@ def bentoml_serve(
                 f"server did not become ready in {ready_timeout}s "
                 f"(exit code {process.poll()}):\n{log_path.read_text()[-3000:]}"
             )
-        yield RunningServer(url, process, log_path, ready - started)
+        yield RunningServer(
+            url, process, log_path, ready - started, full_env["LOAN_DECISION_STORE_URL"]
+        )
     finally:
         stop(process)
 
