@@ -105,17 +105,17 @@ drift: venv
 fairness: venv
 	$(BIN)/python -m loan_preprocessing.operations.fairness $(addprefix --log ,$(LOG))
 
-## outcomes-report: outcomes of DECISIONS (a decision-store JSON-lines export) from OUTCOMES (CSV) [OVERRIDES=, WINDOW=M, JSON=1]
+## outcomes-report: outcomes (OUTCOMES, CSV) of the recorded decisions (or the export DECISIONS) [OVERRIDES=, WINDOW=M, JSON=1]
 outcomes-report: venv
-	$(BIN)/python -m loan_preprocessing.operations.model_risk outcomes --decisions $(DECISIONS) --outcomes $(OUTCOMES) $(if $(OVERRIDES),--overrides $(OVERRIDES)) --window $(or $(WINDOW),M) $(if $(JSON),--json)
+	$(BIN)/python -m loan_preprocessing.operations.model_risk outcomes $(if $(DECISIONS),--decisions $(DECISIONS)) --outcomes $(OUTCOMES) $(if $(OVERRIDES),--overrides $(OVERRIDES)) --window $(or $(WINDOW),M) $(if $(JSON),--json)
 
-## overrides-report: override rates of DECISIONS from OVERRIDES (CSV), by direction, version, group [JSON=1]
+## overrides-report: override rates (OVERRIDES, CSV) of the recorded decisions (or DECISIONS) by direction, version, group [JSON=1]
 overrides-report: venv
-	$(BIN)/python -m loan_preprocessing.operations.model_risk overrides --decisions $(DECISIONS) --overrides $(OVERRIDES) $(if $(JSON),--json)
+	$(BIN)/python -m loan_preprocessing.operations.model_risk overrides $(if $(DECISIONS),--decisions $(DECISIONS)) --overrides $(OVERRIDES) $(if $(JSON),--json)
 
-## challenger-report: DECISIONS against the CHALLENGER's (CSV) on the same applications [OUTCOMES=, OVERRIDES=, JSON=1]
+## challenger-report: the recorded decisions against the challenger's in shadow (or DECISIONS, CHALLENGER files) [OUTCOMES=, OVERRIDES=, JSON=1]
 challenger-report: venv
-	$(BIN)/python -m loan_preprocessing.operations.model_risk challenger --decisions $(DECISIONS) --challenger $(CHALLENGER) $(if $(OUTCOMES),--outcomes $(OUTCOMES)) $(if $(OVERRIDES),--overrides $(OVERRIDES)) $(if $(JSON),--json)
+	$(BIN)/python -m loan_preprocessing.operations.model_risk challenger $(if $(DECISIONS),--decisions $(DECISIONS)) $(if $(CHALLENGER),--challenger $(CHALLENGER)) $(if $(OUTCOMES),--outcomes $(OUTCOMES)) $(if $(OVERRIDES),--overrides $(OVERRIDES)) $(if $(JSON),--json)
 
 ## score: score the CSV file CSV offline with the latest model into OUT
 score: venv

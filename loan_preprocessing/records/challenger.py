@@ -8,30 +8,14 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Column, Float, ForeignKey, String, Table, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from loan_preprocessing.records.store import DecisionStore, StoreUnavailable, one_line
-from loan_preprocessing.records.tables import ID_LENGTH, answers, decisions, metadata
+from loan_preprocessing.records.tables import answers, challenger_decisions, decisions
 
 EXPORT_CHUNK: Final = 10_000
 
-challenger_decisions: Final = Table(
-    "challenger_decisions",
-    metadata,
-    Column(
-        "decision_id",
-        String(ID_LENGTH),
-        ForeignKey("decisions.decision_id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    Column("model_tag", String(200), nullable=False),
-    # None where the challenger could not score the application.
-    Column("Loan_Status", String(1), nullable=True),
-    Column("probability", Float, nullable=True),
-    # Its rejection's reason codes joined by ";" (empty for an approval).
-    Column("reason_codes", String(200), nullable=False),
-)
 
 
 def record_challenger(

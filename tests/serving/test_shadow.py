@@ -219,3 +219,33 @@ def test_a_challenger_failing_at_run_time_is_counted_and_costs_the_champion_noth
         assert len(result) == 40
         assert result.statuses == [None] * 40 and result.model_tag == challenger_tag
     assert metrics.challenger_failures._value.get() == 80
+
+
+def test_challenger_records_never_wait_in_memory_without_bound(tmp_path: Path) -> None:
+    """With every slot of the store's queue taken (a store far behind), the next
+    batch's challenger decisions are counted as failures, not queued; a write the
+    store refuses (here: decisions it never recorded) is counted the same way."""
+    from loan_preprocessing.serving.recording import (
+        MAX_PENDING_CHALLENGER_BATCHES,
+        DecisionRecorder,
+    )
+    from loan_preprocessing.serving.shadow import ShadowDecisions
+
+    store = DecisionStore(f"sqlite:///{tmp_path / 'd.sqlite3'}")
+    store.prepare()
+    metrics = _private_metrics()
+    recorder = DecisionRecorder(store, "loan_approval:champion", "0" * 64, metrics)
+    shadow = ShadowDecisions("loan_approval:challenger", ["Y", "N"], [0.9, 0.1], ["", "INCOME"])
+    try:
+        for _ in range(MAX_PENDING_CHALLENGER_BATCHES):
+            assert recorder.challenger_slots.acquire(blocking=False)
+        recorder.record_challenger(["N", "N"], ["a" * 32, "b" * 32], shadow)
+        assert metrics.challenger_failures._value.get() == 2
+        # Counted all the same: its decisions and the flip.
+        assert metrics.challenger_flips.labels(direction="N->Y")._value.get() == 1
+        recorder.challenger_slots.release()
+        recorder.record_challenger(["N", "N"], ["a" * 32, "b" * 32], shadow)
+        recorder.executor.submit(lambda: None).result(10)  # the write has run
+        assert metrics.challenger_failures._value.get() == 4
+    finally:
+        recorder.close()

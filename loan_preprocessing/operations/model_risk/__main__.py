@@ -7,8 +7,10 @@
     python -m loan_preprocessing.operations.model_risk challenger --decisions d.jsonl
         --challenger c.csv [--outcomes o.csv] [--overrides v.csv] [--json]
 
-Decisions: the decision store's JSON-lines export. Outcomes, overrides and
-challenger decisions: CSV with the columns named in inputs.py.
+Decisions, and the challenger's decisions: from the decision store the service
+records in (LOAN_DECISION_STORE_URL, else the SQLite file beside the model store;
+--url overrides), or from files given: --decisions, the store's JSON-lines export;
+--challenger, CSV. Outcomes and overrides: CSV with the columns named in inputs.py.
 """
 
 from __future__ import annotations
@@ -30,9 +32,13 @@ from loan_preprocessing.operations.model_risk.inputs import (
     read_decisions,
     read_outcomes,
     read_overrides,
+    store_challenger,
+    store_decisions,
 )
 from loan_preprocessing.operations.model_risk.outcomes import format_outcomes, outcomes_report
 from loan_preprocessing.operations.model_risk.overrides import format_overrides, overrides_report
+from loan_preprocessing.records.location import store_url_from_environment
+from loan_preprocessing.records.store import DecisionStore, StoreUnavailable
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,7 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m loan_preprocessing.operations.model_risk", description=__doc__
     )
     parser.add_argument("report", choices=("outcomes", "overrides", "challenger"))
-    parser.add_argument("--decisions", type=Path, required=True, help="JSON-lines export")
+    parser.add_argument("--url", help="the decision store's URL (default: as the service reads it)")
+    parser.add_argument("--decisions", type=Path, help="JSON-lines export (default: the store)")
     parser.add_argument("--outcomes", type=Path)
     parser.add_argument("--overrides", type=Path)
     parser.add_argument("--challenger", type=Path)
@@ -50,9 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap intervals")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
-    needed = {"overrides": "overrides", "challenger": "challenger", "outcomes": "outcomes"}
-    if getattr(args, needed[args.report]) is None:
-        parser.error(f"the {args.report} report needs --{needed[args.report]}")
+    if args.report in ("outcomes", "overrides") and getattr(args, args.report) is None:
+        parser.error(f"the {args.report} report needs --{args.report}")
     return args
 
 
@@ -64,21 +70,37 @@ def _utc(moment: pd.Timestamp | None) -> pd.Timestamp | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    start, end = _utc(args.since), _utc(args.until)
+    store = None
+    if args.decisions is None or (args.report == "challenger" and args.challenger is None):
+        store = DecisionStore(args.url or store_url_from_environment())
     try:
-        decisions = read_decisions(args.decisions)
+        decisions = (
+            read_decisions(args.decisions)
+            if args.decisions is not None
+            else store_decisions(store, start, end)  # type: ignore[arg-type]
+        )
         outcomes = read_outcomes(args.outcomes)
         overrides = read_overrides(args.overrides)
-    except (OSError, TableError) as exc:
+        challenger = (
+            read_challenger(args.challenger)
+            if args.challenger is not None or store is None
+            else store_challenger(store, start, end)
+        )
+    except (OSError, TableError, StoreUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if store is not None:
+            store.close()
     if args.report == "outcomes":
         report = outcomes_report(
             decisions,
             outcomes,
             overrides,
             window=args.window,
-            start=_utc(args.since),
-            end=_utc(args.until),
+            start=start,
+            end=end,
             seed=args.seed,
         )
         text = format_outcomes(report)
@@ -86,11 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         report = overrides_report(decisions, overrides, seed=args.seed)
         text = format_overrides(report)
     else:
-        try:
-            challenger = read_challenger(args.challenger)
-        except (OSError, TableError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
         report = challenger_report(decisions, challenger, outcomes, overrides, seed=args.seed)
         text = format_challenger(report)
     print(json.dumps(report, indent=2) if args.json else text)

@@ -1,11 +1,13 @@
-"""The reports' frames read from files: decisions as the decision store exports
-them (JSON lines, one record per decision), outcomes, overrides and challenger
-decisions as CSV files with the columns frames.py names."""
+"""The reports' frames, read from the decision store (decisions and the
+challenger's), or from files: decisions as the store exports them (JSON lines,
+one record per decision), outcomes, overrides and challenger decisions as CSV
+files with the columns frames.py names."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,8 @@ from loan_preprocessing.operations.model_risk.frames import (
     STATUS,
 )
 from loan_preprocessing.reason_codes import REASON_SEPARATOR
+from loan_preprocessing.records.challenger import export_challenger
+from loan_preprocessing.records.store import DecisionStore
 from loan_preprocessing.schema import ID_COLUMN, OUTCOMES
 
 OUTCOME_COLUMNS = (DECISION_ID, OUTCOME, OBSERVED_ON)
@@ -108,4 +112,33 @@ def read_challenger(path: Path | None) -> pd.DataFrame:
     frame = _read_csv(path, CHALLENGER_COLUMNS, ())
     frame[STATUS] = frame[STATUS].replace("", None)
     frame[PROBABILITY] = pd.to_numeric(frame[PROBABILITY].replace("", None))
+    return frame
+
+
+def store_decisions(
+    store: DecisionStore, start: datetime | None = None, end: datetime | None = None
+) -> pd.DataFrame:
+    """The decisions answered in [start, end), from the store."""
+    return decisions_frame(store.export(start, end))
+
+
+def store_challenger(
+    store: DecisionStore, start: datetime | None = None, end: datetime | None = None
+) -> pd.DataFrame:
+    """The challenger's decisions beside those answered in [start, end)."""
+    rows = list(export_challenger(store, start, end))
+    frame = pd.DataFrame(
+        [
+            {
+                DECISION_ID: r["decision_id"],
+                MODEL_TAG: r["model_tag"],
+                STATUS: r["Loan_Status"],
+                PROBABILITY: r["probability"],
+                REASONS: r["reason_codes"],
+            }
+            for r in rows
+        ],
+        columns=list(CHALLENGER_COLUMNS),
+    )
+    frame[PROBABILITY] = frame[PROBABILITY].astype("float64")
     return frame
