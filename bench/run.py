@@ -145,6 +145,9 @@ def measure_servers(
                     env={**env, **dict(target.env)},
                     log_path=logs / f"{name}.log",
                     cwd=target.cwd,
+                    # Generous: on a machine shared with other jobs a start can
+                    # take minutes; the start time is reported as measured.
+                    ready_timeout=240.0,
                 )
             )
             check_answers(server.url, bodies)
