@@ -6,7 +6,9 @@ when given, PostgreSQL."""
 from __future__ import annotations
 
 import functools
+import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -77,3 +79,16 @@ def measure_record_costs(
             costs[label] = _median_ms(functools.partial(_commit_next, store, pending))
         store.close()
     return costs
+
+
+def main(argv: list[str]) -> int:
+    """python -m bench.record_costs TAG ROWS_JSON SCRATCH [POSTGRES_URL]: the
+    costs as JSON (run by bench/run.py with the bench's BENTOML_HOME)."""
+    tag, rows_path, scratch = argv[0], Path(argv[1]), Path(argv[2])
+    url = argv[3] if len(argv) > 3 else None
+    print(json.dumps(measure_record_costs(tag, json.loads(rows_path.read_text()), scratch, url)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -47,7 +47,6 @@ from bench.machine import (
 from bench.mlserver import INFER_PATH as V2_INFER_PATH
 from bench.mlserver import mlserver_serve
 from bench.model import REAL_TEST_CSV, default_home, ensure_model, training_data
-from bench.record_costs import measure_record_costs
 from bench.report import (
     inprocess_table,
     peers_table,
@@ -341,7 +340,17 @@ def main(argv: list[str] | None = None) -> int:
         threads = {e["name"]: e["value"] for e in worker_envs(ServiceSettings.from_env())}
         inprocess = measure_inprocess({**threads, **env}, tag, rows_path)
         print("timing the decision records in-process ...", flush=True)
-        record_costs = measure_record_costs(tag, rows, scratch, postgres_url)
+        record_costs = json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "bench.record_costs", tag, str(rows_path), str(scratch)]
+                + ([postgres_url] if postgres_url else []),
+                cwd=PROJECT_ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
     result: dict[str, Any] = {
         "servers": servers,
         "inprocess_ms": inprocess,

@@ -125,7 +125,8 @@ def test_predict_csv_answers_like_predict(client):
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/csv")
     lines = response.text.splitlines()
-    assert lines[0] == ",".join(CSV_COLUMNS)
+    # The CSV columns, then the id each decision is recorded under.
+    assert lines[0] == ",".join((*CSV_COLUMNS, "decision_id"))
     assert len(lines) == 1 + 367
     import pandas as pd
 
@@ -136,7 +137,8 @@ def test_predict_csv_answers_like_predict(client):
         + REASON_SEPARATOR.join(r["code"] for r in d["reasons"])
         for d in decisions
     ]
-    assert lines[1:] == expected
+    assert [line.rpartition(",")[0] for line in lines[1:]] == expected
+    assert len({line.rpartition(",")[2] for line in lines[1:]}) == 367
     assert any(d["reasons"] for d in decisions)
 
 

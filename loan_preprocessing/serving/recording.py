@@ -227,6 +227,10 @@ class DecisionRecorder:
             if url is None
             else DecisionStore(url, sqlite_sync=settings.decision_store_sqlite_sync)
         )
+        if store is not None:
+            # Normally done once before the workers start (prepare_store); again
+            # here for an app built without `bentoml serve` (Service.to_asgi()).
+            store.prepare()
         return cls(store, model_tag, model_sha256, metrics)
 
     @property
