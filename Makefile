@@ -161,6 +161,18 @@ drift: $(SERVE_VENV)
 fairness: $(SERVE_VENV)
 	$(BIN)/python -m loan_preprocessing.operations.fairness $(addprefix --log ,$(LOG))
 
+## outcomes-report: outcomes (OUTCOMES, CSV) of the recorded decisions (or the export DECISIONS) [OVERRIDES=, WINDOW=M, JSON=1]
+outcomes-report: $(SERVE_VENV)
+	$(BIN)/python -m loan_preprocessing.operations.model_risk outcomes $(if $(DECISIONS),--decisions $(DECISIONS)) --outcomes $(OUTCOMES) $(if $(OVERRIDES),--overrides $(OVERRIDES)) --window $(or $(WINDOW),M) $(if $(JSON),--json)
+
+## overrides-report: override rates (OVERRIDES, CSV) of the recorded decisions (or DECISIONS) by direction, version, group [JSON=1]
+overrides-report: $(SERVE_VENV)
+	$(BIN)/python -m loan_preprocessing.operations.model_risk overrides $(if $(DECISIONS),--decisions $(DECISIONS)) --overrides $(OVERRIDES) $(if $(JSON),--json)
+
+## challenger-report: the recorded decisions against the challenger's in shadow (or DECISIONS, CHALLENGER files) [OUTCOMES=, OVERRIDES=, JSON=1]
+challenger-report: $(SERVE_VENV)
+	$(BIN)/python -m loan_preprocessing.operations.model_risk challenger $(if $(DECISIONS),--decisions $(DECISIONS)) $(if $(CHALLENGER),--challenger $(CHALLENGER)) $(if $(OUTCOMES),--outcomes $(OUTCOMES)) $(if $(OVERRIDES),--overrides $(OVERRIDES)) $(if $(JSON),--json)
+
 ## score: score the CSV file CSV offline with the latest model into OUT
 score: $(SERVE_VENV)
 	$(ENSURE_MODEL)
@@ -219,4 +231,4 @@ decisions-export: $(SERVE_VENV)
 decisions-purge: $(SERVE_VENV)
 	$(BIN)/python -m loan_preprocessing.records purge
 
-.PHONY: venv train serve test test-setup lint docs docs-serve format build image base-image image-archive versions drift fairness score bench spark-score bench-spark k8s-validate clean help decisions-migrate decisions-export decisions-purge
+.PHONY: venv train serve test test-setup lint docs docs-serve format build image base-image image-archive versions drift fairness score bench spark-score bench-spark k8s-validate clean help decisions-migrate decisions-export decisions-purge outcomes-report overrides-report challenger-report

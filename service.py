@@ -18,7 +18,7 @@ import bentoml
 from bentoml.validators import ContentType
 from pydantic import SerializeAsAny
 
-from loan_preprocessing.decide import ColumnDecisions, Scorer
+from loan_preprocessing.decide import ColumnDecisions, Scorer, Unscored
 from loan_preprocessing.inputs.columns import ValidatedColumns
 from loan_preprocessing.model.store import LocalBentoModel, get_model, model_metadata, tag_to_serve
 from loan_preprocessing.schema import Decision, LoanApplication, predict_request_model
@@ -50,6 +50,11 @@ from loan_preprocessing.serving.server_runtime import (
     stop_server,
 )
 from loan_preprocessing.serving.settings import ServiceSettings, worker_envs
+from loan_preprocessing.serving.shadow import (
+    ChallengerShadow,
+    load_challenger,
+    resolve_challenger_tag,
+)
 from loan_preprocessing.serving.wiring import add_middleware, traffic
 
 SETTINGS = ServiceSettings.from_env_or_exit()
@@ -93,6 +98,15 @@ def _load_scorer() -> Scorer:
     return Scorer.from_model(get_model(_serving_tag()))
 
 
+@functools.cache
+def _challenger_tag() -> str | None:
+    """The challenger's concrete version (LOAN_CHALLENGER_TAG), resolved once per
+    process like the served one's; None without a challenger."""
+    if SETTINGS.challenger_tag is None:
+        return None
+    return resolve_challenger_tag(SETTINGS.challenger_tag, _serving_tag())
+
+
 # The Open Inference Protocol (V2) at /v2, and the decision records at
 # /decisions, beside /predict.
 @bentoml.asgi_app(decisions_api.app, path=decisions_api.MOUNT)
@@ -110,11 +124,13 @@ class LoanApproval:
     @bentoml.on_deployment
     def verify_model() -> None:
         """Runs once in the main process before workers start: a missing, tampered,
-        untrusted or incompatible model stops `bentoml serve` with one line, and
-        so does a decision store that cannot be opened or has an older schema;
-        the version verified is the one every worker serves
-        (serving/server_runtime.py)."""
+        untrusted or incompatible model stops `bentoml serve` with one line; so do
+        such a challenger (LOAN_CHALLENGER_TAG) and a decision store that cannot be
+        opened or has an older schema. The version verified is the one every
+        worker serves (serving/server_runtime.py)."""
         _load_scorer()
+        if (challenger := _challenger_tag()) is not None:
+            load_challenger(challenger)
         prepare_store(SETTINGS)
         start_server_runtime(_serving_tag())
 
@@ -143,6 +159,10 @@ class LoanApproval:
         self.recorder = DecisionRecorder.open(SETTINGS, self.scorer.tag, sha256, metrics)
         # Read by GET /decisions/{id}/notice (serving/decisions_api.py).
         self.notice_settings = SETTINGS.notice_settings()
+        challenger = _challenger_tag()
+        self.challenger = (
+            None if challenger is None else ChallengerShadow(load_challenger(challenger), metrics)
+        )
         freeze_startup_heap()
 
     async def __is_ready__(self) -> bool:
@@ -167,6 +187,12 @@ class LoanApproval:
         # requests/s this way); one batch runs at a time anyway.
         decisions = self.scorer.decide(applications)
         await self.recorder.record(applications, decisions)
+        if self.challenger is not None:
+            self.recorder.record_challenger(
+                [None if isinstance(d, Unscored) else d.Loan_Status for d in decisions],
+                [d.decision_id for d in decisions],
+                self.challenger.decide(applications),
+            )
         return decisions
 
     @bentoml.api(route="/predict_csv")
@@ -191,7 +217,12 @@ class LoanApproval:
         recorded as /predict records its decisions (`answers` renders each row's
         answer as the route gives it); the decisions and their ids."""
         decided = self.scorer.decide_columns(columns)
-        return decided, self.recorder.record_columns(columns, decided, answers)
+        decision_ids = self.recorder.record_columns(columns, decided, answers)
+        if self.challenger is not None:
+            self.recorder.record_challenger(
+                decided.statuses, decision_ids, self.challenger.decide_columns(columns)
+            )
+        return decided, decision_ids
 
 
 # mypy cannot follow class decorators: LoanApproval is a bentoml.Service here.

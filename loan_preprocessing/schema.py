@@ -96,6 +96,13 @@ PROHIBITED_BASIS_RULE: Final = "ECOA, Regulation B (12 CFR 1002.6(b))"
 PROXY_ATTRIBUTES: Final[dict[str, str]] = {"Property_Area": "geography, a classic proxy"}
 CREDIT_HISTORY_LEVELS: Final = (0, 1)
 
+# What can be reported to have happened to a decided application (POST /outcomes).
+# Bad: the loan was not repaid as agreed. Withdrawn: the applicant took no loan,
+# so there is no repayment to judge (counted, never good or bad).
+OUTCOMES: Final = ("repaid", "delinquent", "defaulted", "withdrawn")
+BAD_OUTCOMES: Final = frozenset({"delinquent", "defaulted"})
+NO_PERFORMANCE_OUTCOMES: Final = frozenset({"withdrawn"})
+
 # Generous plausibility ceilings: they keep absurd values (and float overflow in
 # derived features) out of the model without rejecting any real application.
 MAX_MONTHLY_INCOME: Final = 10_000_000.0

@@ -94,3 +94,22 @@ decisions: Final = Table(
     Column("answer", Text, nullable=False),
     Index("decisions_answer_position", "answer_id", "position", unique=True),
 )
+
+# The challenger scored in shadow (LOAN_CHALLENGER_TAG): its decision beside each
+# recorded one, never answered (records/challenger.py writes and reads it).
+challenger_decisions: Final = Table(
+    "challenger_decisions",
+    metadata,
+    Column(
+        "decision_id",
+        String(ID_LENGTH),
+        ForeignKey("decisions.decision_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("model_tag", String(200), nullable=False),
+    # None where the challenger could not score the application.
+    Column("Loan_Status", String(1), nullable=True),
+    Column("probability", Float, nullable=True),
+    # Its rejection's reason codes joined by ";" (empty for an approval).
+    Column("reason_codes", String(200), nullable=False),
+)

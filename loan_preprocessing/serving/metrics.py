@@ -39,6 +39,9 @@ class DomainMetrics:
     validation_failures: Any  # Counter, by field
     model_info: Any  # Gauge, 1 for the serving model's tag
     unscored_rows: Any  # Counter of rows the model raised on
+    challenger_decisions: Any  # Counter of shadow decisions, by Loan_Status
+    challenger_flips: Any  # Counter of shadow decisions unlike the served one, by direction
+    challenger_failures: Any  # Counter of rows the challenger could not score
 
     def record_decisions(self, statuses: Iterable[str], probabilities: Iterable[float]) -> None:
         # One counter update per status, not per row: a 1000-row batch stays cheap.
@@ -71,6 +74,21 @@ def domain_metrics() -> DomainMetrics:
         ),
         unscored_rows=prom.Counter(
             "loan_unscored_rows", "Valid applications the model raised on (answered 500)."
+        ),
+        challenger_decisions=prom.Counter(
+            "loan_challenger_decisions",
+            "Decisions of the challenger scored in shadow (never answered), by Loan_Status.",
+            ["loan_status"],
+        ),
+        challenger_flips=prom.Counter(
+            "loan_challenger_flips",
+            "Shadow decisions that differ from the served one, by direction "
+            "(served->challenger: N->Y or Y->N).",
+            ["direction"],
+        ),
+        challenger_failures=prom.Counter(
+            "loan_challenger_failures",
+            "Applications the challenger could not score in shadow (the served answer stands).",
         ),
     )
 

@@ -33,6 +33,7 @@ from pydantic import BaseModel
 
 from loan_preprocessing.decide import ColumnDecisions, Unscored
 from loan_preprocessing.inputs.columns import ValidatedColumns
+from loan_preprocessing.records.challenger import record_challenger
 from loan_preprocessing.records.migrations import SchemaOutOfDate
 from loan_preprocessing.records.rows import column_columns, object_columns
 from loan_preprocessing.records.store import (
@@ -54,6 +55,7 @@ from loan_preprocessing.serving.middleware import (
     send_json,
 )
 from loan_preprocessing.serving.settings import ServiceSettings
+from loan_preprocessing.serving.shadow import ShadowDecisions
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,11 @@ RETRY_AFTER_SECONDS: Final = 2
 # Delivery marks waiting for the store (while it is down) beyond this are dropped
 # with a log line: memory stays bounded however long an outage lasts.
 MAX_PENDING_MARKS: Final = 100_000
+# Challenger batches waiting for the store beyond this are not recorded (and are
+# counted as failures): the shadow never holds the champion's memory or time.
+MAX_PENDING_CHALLENGER_BATCHES: Final = 64
+# Directions of a shadow decision unlike the served one (served->challenger).
+FLIP_DIRECTIONS: Final = ("N->Y", "Y->N")
 
 T = TypeVar("T")
 # Renders each row of a columnar answer as recorded, from the decisions and ids.
@@ -207,6 +214,7 @@ class DecisionRecorder:
         self.marks = DeliveryMarks(store) if store is not None else None
         # The last failure, until a commit or a probe succeeds (readiness).
         self.failure: str | None = None
+        self.challenger_slots = threading.BoundedSemaphore(MAX_PENDING_CHALLENGER_BATCHES)
 
     @classmethod
     def open(
@@ -294,6 +302,58 @@ class DecisionRecorder:
         )
         self._commit_now([answer], [ticket])
         return decision_ids
+
+    def record_challenger(
+        self,
+        champion: Sequence[str | None],
+        decision_ids: Sequence[str | None] | None,
+        shadow: ShadowDecisions,
+    ) -> None:
+        """The challenger's decisions on the rows the champion decided (`champion`:
+        their statuses, None where it could not score; `decision_ids`: their
+        records' ids, None where not recorded): counted by status and by flip
+        direction, and recorded beside each recorded decision from the store's
+        thread, never waited for."""
+        scored = [s for s in shadow.statuses if s is not None]
+        for status in set(scored):
+            self.metrics.challenger_decisions.labels(loan_status=status).inc(scored.count(status))
+        flips = [
+            f"{served}->{challenged}"
+            for served, challenged in zip(champion, shadow.statuses, strict=True)
+            if served is not None and challenged is not None and served != challenged
+        ]
+        for direction in FLIP_DIRECTIONS:
+            if direction in flips:
+                self.metrics.challenger_flips.labels(direction=direction).inc(
+                    flips.count(direction)
+                )
+        if self.store is None or decision_ids is None:
+            return
+        kept = [i for i, decision_id in enumerate(decision_ids) if decision_id is not None]
+        if not kept:
+            return
+        if not self.challenger_slots.acquire(blocking=False):
+            self.metrics.challenger_failures.inc(len(kept))
+            return
+        store = self.store
+
+        def write() -> None:
+            try:
+                record_challenger(
+                    store,
+                    shadow.model_tag,
+                    [decision_ids[i] for i in kept],  # type: ignore[misc]
+                    [shadow.statuses[i] for i in kept],
+                    [shadow.probabilities[i] for i in kept],
+                    [shadow.reason_codes[i] for i in kept],
+                )
+            except StoreUnavailable as exc:
+                logger.error("challenger decisions not recorded: %s", exc)
+                self.metrics.challenger_failures.inc(len(kept))
+            finally:
+                self.challenger_slots.release()
+
+        self.executor.submit(write)
 
     def _answer(self, ticket: RequestTicket, answer_id: str, columns: dict[str, Any]) -> Answer:
         return Answer(

@@ -34,6 +34,11 @@ class ServiceSettings(BaseSettings):
 
     # The model version to serve (loan_approval:<version>); the newest stored by default.
     model_tag: str = f"{MODEL_NAME}:latest"
+    # A second stored version scored in shadow on every decided application (same
+    # batch, after the served version's decisions; never answered to the client).
+    challenger_tag: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None
+    ) = None
     # Bodies above this are refused with 413 before they are read into memory.
     max_body_bytes: PositiveInt = 4_000_000
     # More applications in one request get 400.

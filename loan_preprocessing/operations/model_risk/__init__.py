@@ -1,0 +1,1 @@
+"""Model risk on live decisions: outcomes, overrides, a challenger in shadow."""
