@@ -184,7 +184,7 @@ class CounterofferSearch:
         rows = may_amount[rows]
         amount_inputs = inputs[rows]
         features = self._features(amounts, terms.term[rows], terms.income[rows])
-        self._put(amount_inputs, features)
+        self._put(amount_inputs, features, AMOUNT_FEATURES)
         may_term = np.flatnonzero(may[1])
         term_inputs = self._term_inputs(inputs[may_term], terms.take(may_term))
         candidates = np.concatenate([amount_inputs, term_inputs])
@@ -226,15 +226,20 @@ class CounterofferSearch:
                 )
         return features
 
-    def _put(self, candidates: np.ndarray, features: dict[str, np.ndarray]) -> None:
-        """Write the loan-terms features the model reads into its input columns."""
-        for name, at in (
-            (LOG_AMOUNT, self._log_amount),
-            (LOG_INSTALMENT, self._log_instalment),
-            (TERM_FEATURE, self._term_feature),
-        ):
-            if at != _ABSENT:
-                candidates[:, at] = features[name]
+    def _put(
+        self, candidates: np.ndarray, features: dict[str, np.ndarray], names: tuple[str, ...]
+    ) -> None:
+        """Write the features `names` (those an offer of one kind changes) into the
+        candidates' input columns, where the model reads them; every other input
+        stays the row's own (imputed) value."""
+        position = {
+            LOG_AMOUNT: self._log_amount,
+            LOG_INSTALMENT: self._log_instalment,
+            TERM_FEATURE: self._term_feature,
+        }
+        for name in names:
+            if position[name] != _ABSENT:
+                candidates[:, position[name]] = features[name]
 
     def _amount_candidates(self, terms: LoanTerms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row, step point, amount): the top whole unit of every step below each
@@ -286,7 +291,7 @@ class CounterofferSearch:
         features = self._features(
             np.repeat(terms.amount, count), term, np.repeat(terms.income, count)
         )
-        self._put(candidates, features)
+        self._put(candidates, features, TERM_FEATURES)
         return candidates
 
     def _nearest_approved(self, asked: np.ndarray, approved: np.ndarray) -> np.ndarray:
