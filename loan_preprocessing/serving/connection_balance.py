@@ -32,6 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
+from loan_preprocessing.serving.metrics import server_alive
+
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS: Final = 0.002
@@ -142,19 +144,9 @@ def table_path(server_pid: int) -> Path:
     directory = Path(tempfile.gettempdir())
     own = directory / f"{_PREFIX}{server_pid}-{int(psutil.Process(server_pid).create_time())}"
     for stale in directory.glob(f"{_PREFIX}*"):
-        if stale != own and not _server_alive(stale.name.removeprefix(_PREFIX)):
+        if stale != own and not server_alive(stale.name.removeprefix(_PREFIX)):
             stale.unlink(missing_ok=True)
     return own
-
-
-def _server_alive(name: str) -> bool:
-    import psutil
-
-    pid, _, started = name.partition("-")
-    try:
-        return int(psutil.Process(int(pid)).create_time()) == int(started)
-    except (ValueError, psutil.Error):
-        return False
 
 
 def _balanced(sockets: list[socket.socket], table: ConnectionTable) -> list[socket.socket]:

@@ -166,13 +166,16 @@ def use_server_multiproc_dir(server_pid: int, environ: Any = os.environ) -> Path
     own = Path(f"{shared}{_MARK}{server_pid}-{started}")
     own.mkdir(exist_ok=True)
     for stale in Path(shared).parent.glob(f"{Path(shared).name}{_MARK}*"):
-        if stale != own and not _server_alive(stale.name.rpartition(_MARK)[2]):
+        if stale != own and not server_alive(stale.name.rpartition(_MARK)[2]):
             shutil.rmtree(stale, ignore_errors=True)
     environ[MULTIPROC_ENV] = str(own)
     return own
 
 
-def _server_alive(name: str) -> bool:
+def server_alive(name: str) -> bool:
+    """Whether `<pid>-<start time>` names a process that is still running (and not
+    a later one that reused the pid): how a server's own folders are told from
+    the stale ones of servers gone."""
     import psutil
 
     pid, _, started = name.partition("-")
