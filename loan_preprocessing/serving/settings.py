@@ -99,20 +99,26 @@ class ServiceSettings(BaseSettings):
     # How long records are kept: `make decisions-purge` deletes older ones
     # (Regulation B, 12 CFR 1002.12(b)(1): 25 months).
     retention_months: PositiveInt = 25
-    # The adverse-action notice (GET /decisions/{id}/notice) names its sender and
-    # the agency that oversees it: without the four below it is not served.
+    # The creditor's name on the adverse-action notice (GET /decisions/{id}/notice);
+    # without it, its address and the agency's name and address, notices are not served.
     notice_creditor_name: str | None = None
-    # Lines separated by "\n" in the variable, as on an envelope.
+    # The creditor's address on the notice, its lines separated by "\n".
     notice_creditor_address: str | None = None
+    # The creditor's telephone number on the notice (optional).
     notice_creditor_phone: str | None = None
-    # Regulation B's Appendix A names the federal agency for each kind of creditor.
+    # The federal agency that administers compliance for this creditor
+    # (Regulation B, Appendix A), named in the notice's ECOA paragraph.
     notice_agency_name: str | None = None
+    # That agency's address, its lines separated by "\n".
     notice_agency_address: str | None = None
     # True when decisions use a consumer report (the credit history is one): the
     # notice then adds the FCRA 615(a) paragraph and names the reporting agency.
     notice_consumer_report_used: bool = False
+    # The consumer reporting agency the notice names (needed with a consumer report).
     notice_reporting_agency_name: str | None = None
+    # Its address, its lines separated by "\n" (needed with a consumer report).
     notice_reporting_agency_address: str | None = None
+    # Its telephone number (optional).
     notice_reporting_agency_phone: str | None = None
 
     @classmethod
