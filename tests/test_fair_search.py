@@ -186,7 +186,15 @@ def test_every_http_path_decides_with_the_recorded_cutoff(tag, scorer, sample_ro
         assert answer.status_code == 200, answer.text
         assert [d["Loan_Status"] for d in answer.json()] == expected
 
-        v2 = httpx.post(f"{server.url}{INFER_PATH}", json=v2_request(sample_rows), timeout=60)
+        # An INT64 tensor holds whole numbers or null, not pandas' floats.
+        v2_rows = [
+            {
+                **r,
+                "Credit_History": None if r["Credit_History"] is None else int(r["Credit_History"]),
+            }
+            for r in sample_rows
+        ]
+        v2 = httpx.post(f"{server.url}{INFER_PATH}", json=v2_request(v2_rows), timeout=60)
         assert v2.status_code == 200, v2.text
         outputs = {o["name"]: o["data"] for o in v2.json()["outputs"]}
         assert outputs["Loan_Status"] == expected

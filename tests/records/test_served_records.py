@@ -44,11 +44,13 @@ def _predict(server, rows, headers=None) -> httpx.Response:
 
 
 def _v2_body(rows: list[dict]) -> dict:
-    names = ["Loan_ID", "Education", "ApplicantIncome", "CoapplicantIncome", "Property_Area",
-             "Credit_History", "Gender"]  # fmt: skip
+    # Every column the model reads (a V2 request without one is refused), and Gender.
+    names = ["Loan_ID", "Education", "ApplicantIncome", "CoapplicantIncome", "LoanAmount",
+             "Loan_Amount_Term", "Property_Area", "Credit_History", "Gender"]  # fmt: skip
+    numbers = ("ApplicantIncome", "CoapplicantIncome", "LoanAmount", "Loan_Amount_Term")
     inputs = []
     for name in names:
-        numeric = name in ("ApplicantIncome", "CoapplicantIncome", "Credit_History")
+        numeric = name in (*numbers, "Credit_History")
         inputs.append(
             {
                 "name": name,

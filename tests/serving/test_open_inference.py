@@ -28,16 +28,24 @@ EXAMPLE = EXAMPLE_APPLICATION.model_dump()
 
 
 def v2_request(rows: list[dict], datatypes: dict[str, str] | None = None) -> dict:
-    """The V2 JSON body a pandas-codec client sends: one [n, 1] input per column."""
+    """The V2 JSON body a pandas-codec client sends: one [n, 1] input per column.
+    An INT64 column's values go as whole numbers or null, as a client encoding an
+    integer column sends them (pandas' JSON export writes them as floats)."""
     names = list(rows[0])
     kinds = datatypes or INPUT_DATATYPES
+
+    def cell(value: object, datatype: str) -> object:
+        if datatype == "INT64" and isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
     return {
         "inputs": [
             {
                 "name": name,
                 "shape": [len(rows), 1],
                 "datatype": kinds.get(name, "BYTES"),
-                "data": [row[name] for row in rows],
+                "data": [cell(row[name], kinds.get(name, "BYTES")) for row in rows],
             }
             for name in names
         ]
