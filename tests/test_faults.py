@@ -123,7 +123,7 @@ def no_model(home: Path) -> None:
         (inputs_not_recorded, "does not record the application fields it uses"),
         (no_reference, f"has no {REFERENCE_FILE} to explain its rejections with"),
         (tampered_reference, f"{REFERENCE_FILE} does not match the sha256 recorded"),
-        (no_model, "loan_approval:latest could not be found"),
+        (no_model, "no model 'loan_approval:latest'"),
     ],
     ids=[
         "tampered",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from loan_preprocessing.csv_output import CSV_COLUMNS
+from loan_preprocessing.csv_output import CSV_COLUMNS, DECISION_ID_COLUMN
 from tests.support.server import ROOT, bentoml_serve
 
 pytestmark = pytest.mark.e2e
@@ -92,6 +92,8 @@ def test_curl_examples_run(server):
             else:
                 assert answer["Loan_ID"] == "LP001015"
         elif output.startswith("{"):  # the Open Inference Protocol's answer
-            assert json.loads(output)["outputs"][0]["data"] == ["LP001015"]
+            outputs = {o["name"]: o["data"] for o in json.loads(output)["outputs"]}
+            assert outputs["Loan_ID"] == ["LP001015"]
         else:
-            assert output.splitlines()[0] == ",".join(CSV_COLUMNS)
+            # The CSV answer's columns, then each decision's recorded id.
+            assert output.splitlines()[0] == ",".join((*CSV_COLUMNS, DECISION_ID_COLUMN))

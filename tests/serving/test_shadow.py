@@ -29,7 +29,7 @@ from tests.conftest import REAL_TRAINING_CSV, TEST_REPORTS, require_real_data
 from tests.serving.test_open_inference import v2_request
 from tests.support.server import bentoml_serve
 
-ANSWER_FIELDS = {"decision_id", "Loan_ID", "Loan_Status", "probability", "reasons"}
+ANSWER_FIELDS = {"decision_id", "Loan_ID", "Loan_Status", "probability", "reasons", "counteroffer"}
 
 
 @pytest.fixture(scope="session")
