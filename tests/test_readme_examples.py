@@ -96,7 +96,9 @@ def test_curl_examples_run(server):
             if "outputs" in answer:  # the Open Inference Protocol's inference answer
                 outputs = {o["name"]: o["data"] for o in answer["outputs"]}
                 assert outputs["Loan_ID"] == ["LP001015"]
-            else:  # its metadata, or another JSON answer the manual shows
+            elif "/decisions/" not in command:  # V2 metadata, or another JSON answer
+                # (a lookup of the manual's example decision id finds none in a
+                # fresh server: that answer is a JSON 404, as documented)
                 assert "error" not in answer, (command, answer)
         else:
             # The CSV answer's columns, then each decision's recorded id.
