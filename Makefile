@@ -183,6 +183,11 @@ bench: $(FULL_VENV)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; }; } || { echo "wrk is missing: sudo apt-get install wrk" >&2; exit 1; }
 	$(BIN)/python -m bench.run $(if $(BEFORE),--before $(BEFORE))
 
+## bench-v2-binary: V2 binary tensors vs V2 JSON, 1000-row requests: decoder and whole-request CPU time, then 3 wrk rounds (~3 min)
+bench-v2-binary: $(FULL_VENV)
+	@command -v wrk >/dev/null || { echo "wrk is missing: sudo apt-get install wrk" >&2; exit 1; }
+	$(BIN)/python -m bench.v2_binary --http-rounds 3
+
 ## spark-score: score INPUT (CSV or Parquet) with Spark into OUTPUT/scored and OUTPUT/rejected
 spark-score: $(SPARK_VENV)
 	$(ENSURE_MODEL)
@@ -231,4 +236,4 @@ decisions-export: $(SERVE_VENV)
 decisions-purge: $(SERVE_VENV)
 	$(BIN)/python -m loan_preprocessing.records purge
 
-.PHONY: venv train serve test test-setup lint docs docs-serve format build image base-image image-archive versions drift fairness score bench spark-score bench-spark k8s-validate clean help decisions-migrate decisions-export decisions-purge outcomes-report overrides-report challenger-report
+.PHONY: venv train serve test test-setup lint docs docs-serve format build image base-image image-archive versions drift fairness score bench bench-v2-binary spark-score bench-spark k8s-validate clean help decisions-migrate decisions-export decisions-purge outcomes-report overrides-report challenger-report
