@@ -161,15 +161,15 @@ drift: $(SERVE_VENV)
 fairness: $(SERVE_VENV)
 	$(BIN)/python -m loan_preprocessing.operations.fairness $(addprefix --log ,$(LOG))
 
-## outcomes-report: outcomes (OUTCOMES, CSV) of the recorded decisions (or the export DECISIONS) [OVERRIDES=, WINDOW=M, JSON=1]
+## outcomes-report: outcomes of the recorded decisions, per version and window (files instead: DECISIONS, OUTCOMES, OVERRIDES) [WINDOW=M, JSON=1]
 outcomes-report: $(SERVE_VENV)
-	$(BIN)/python -m loan_preprocessing.operations.model_risk outcomes $(if $(DECISIONS),--decisions $(DECISIONS)) --outcomes $(OUTCOMES) $(if $(OVERRIDES),--overrides $(OVERRIDES)) --window $(or $(WINDOW),M) $(if $(JSON),--json)
+	$(BIN)/python -m loan_preprocessing.operations.model_risk outcomes $(if $(DECISIONS),--decisions $(DECISIONS)) $(if $(OUTCOMES),--outcomes $(OUTCOMES)) $(if $(OVERRIDES),--overrides $(OVERRIDES)) --window $(or $(WINDOW),M) $(if $(JSON),--json)
 
-## overrides-report: override rates (OVERRIDES, CSV) of the recorded decisions (or DECISIONS) by direction, version, group [JSON=1]
+## overrides-report: override rates of the recorded decisions by direction, version, group (files instead: DECISIONS, OVERRIDES) [JSON=1]
 overrides-report: $(SERVE_VENV)
-	$(BIN)/python -m loan_preprocessing.operations.model_risk overrides $(if $(DECISIONS),--decisions $(DECISIONS)) --overrides $(OVERRIDES) $(if $(JSON),--json)
+	$(BIN)/python -m loan_preprocessing.operations.model_risk overrides $(if $(DECISIONS),--decisions $(DECISIONS)) $(if $(OVERRIDES),--overrides $(OVERRIDES)) $(if $(JSON),--json)
 
-## challenger-report: the recorded decisions against the challenger's in shadow (or DECISIONS, CHALLENGER files) [OUTCOMES=, OVERRIDES=, JSON=1]
+## challenger-report: the recorded decisions against the challenger's in shadow (files instead: DECISIONS, CHALLENGER, OUTCOMES, OVERRIDES) [JSON=1]
 challenger-report: $(SERVE_VENV)
 	$(BIN)/python -m loan_preprocessing.operations.model_risk challenger $(if $(DECISIONS),--decisions $(DECISIONS)) $(if $(CHALLENGER),--challenger $(CHALLENGER)) $(if $(OUTCOMES),--outcomes $(OUTCOMES)) $(if $(OVERRIDES),--overrides $(OVERRIDES)) $(if $(JSON),--json)
 

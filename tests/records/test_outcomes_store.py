@@ -5,6 +5,7 @@ decisions, and the older-schema refusal of a store at the previous revision."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -175,3 +176,45 @@ def test_a_store_at_the_previous_revision_is_refused_and_migrates(store):
 
 
 DAY_TIME = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+
+
+def test_the_reports_read_outcomes_and_overrides_from_the_store(store, capsys, tmp_path):
+    from loan_preprocessing.operations.model_risk.__main__ import main as model_risk_main
+
+    # Model: Y,Y,Y,N,N,Y. LP23 is overridden to Y (and repays), LP20 to N.
+    loans = [f"LP2{i}" for i in range(6)]
+    ids = _recorded(store.url, loans, "YYYNNY")
+    record_outcomes(
+        store,
+        [
+            OutcomeReport("repaid", DAY, decision_id=ids[1]),
+            OutcomeReport("defaulted", DAY, decision_id=ids[2]),
+            OutcomeReport("repaid", DAY, loan_id="LP23"),
+            OutcomeReport("delinquent", DAY, loan_id="LP25"),
+        ],
+    )
+    record_override(store, ids[3], "officer-1", "Y", "Employer letter")
+    record_override(store, ids[0], "officer-2", "N", "employer letter ")
+    assert model_risk_main(["outcomes", "--url", store.url, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    [version] = report["versions"].values()
+    # Final: N,Y,Y,Y,N,Y: approved 4 (LP21 repaid, LP22 bad, LP23 repaid, LP25 bad).
+    assert (version["approved"], version["overridden"]) == (4, 2)
+    assert version["with_repayment_outcome"] == 4 and version["bad"] == 2
+    assert version["bad_rate"] == 0.5
+    assert (version["bad_rate_overridden"], version["bad_rate_not_overridden"]) == (0.0, round(2 / 3, 4))
+    assert report["overridden"]["count"] == 2
+    assert {(e["Loan_ID"], e["model_status"], e["final_status"], e["outcome"])
+            for e in report["overridden"]["examples"]} == {
+        ("LP23", "N", "Y", "repaid"), ("LP20", "Y", "N", None)
+    }  # fmt: skip
+    assert model_risk_main(["overrides", "--url", store.url, "--json"]) == 0
+    overrides = json.loads(capsys.readouterr().out)
+    assert json.dumps(overrides).count("employer letter") >= 1
+    # A CSV still replaces the store's table: no outcomes in this one.
+    empty = tmp_path / "outcomes.csv"
+    empty.write_text("decision_id,outcome,observed_on\n")
+    assert (
+        model_risk_main(["outcomes", "--url", store.url, "--outcomes", str(empty), "--json"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["decisions_without_outcome"] == 6
