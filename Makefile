@@ -22,6 +22,12 @@ SINCE ?=
 UNTIL ?=
 # EXPORT: the file `make decisions-export` writes (.jsonl; .parquet where pyarrow is installed)
 EXPORT ?= decisions-export.jsonl
+# TAG: the stored version `make promote` makes the served one (loan_approval:<version>)
+TAG ?=
+# BY: who promotes (recorded with the promotion; default: your login name)
+BY ?= $(USER)
+# REPORT: the report a promotion rests on (for example `make challenger-report JSON=1 > report.json`)
+REPORT ?=
 PG_BIN := /usr/lib/postgresql/15/bin
 # CSV: the applications `make score` scores offline
 CSV ?= ../shared/data/loan-prediction/test.csv
@@ -173,6 +179,14 @@ overrides-report: $(SERVE_VENV)
 challenger-report: $(SERVE_VENV)
 	$(BIN)/python -m loan_preprocessing.operations.model_risk challenger $(if $(DECISIONS),--decisions $(DECISIONS)) $(if $(CHALLENGER),--challenger $(CHALLENGER)) $(if $(OUTCOMES),--outcomes $(OUTCOMES)) $(if $(OVERRIDES),--overrides $(OVERRIDES)) $(if $(JSON),--json)
 
+## promote: make TAG the served version (loan_approval:latest), recorded with BY and REPORT; then restart the service
+promote: $(SERVE_VENV)
+	$(BIN)/python -m loan_preprocessing.operations.promote $(if $(TAG),--tag $(TAG)) $(if $(BY),--by "$(BY)") $(if $(REPORT),--report $(REPORT))
+
+## promotions: list the recorded promotions (who made which version the served one, when, on which report)
+promotions: $(SERVE_VENV)
+	$(BIN)/python -m loan_preprocessing.operations.promote --list
+
 ## score: score the CSV file CSV offline with the latest model into OUT
 score: $(SERVE_VENV)
 	$(ENSURE_MODEL)
@@ -231,4 +245,4 @@ decisions-export: $(SERVE_VENV)
 decisions-purge: $(SERVE_VENV)
 	$(BIN)/python -m loan_preprocessing.records purge
 
-.PHONY: venv train serve test test-setup lint docs docs-serve format build image base-image image-archive versions drift fairness score bench spark-score bench-spark k8s-validate clean help decisions-migrate decisions-export decisions-purge outcomes-report overrides-report challenger-report
+.PHONY: venv train serve test test-setup lint docs docs-serve format build image base-image image-archive versions drift fairness score bench spark-score bench-spark k8s-validate clean help decisions-migrate decisions-export decisions-purge outcomes-report overrides-report challenger-report promote promotions
