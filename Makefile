@@ -26,7 +26,7 @@ EXPORT ?= decisions-export.jsonl
 TAG ?=
 # BY: who promotes (recorded with the promotion; default: your login name)
 BY ?= $(USER)
-# REPORT: the report a promotion rests on (for example `make challenger-report JSON=1 > report.json`)
+# REPORT: the report a promotion rests on (for example `make -s challenger-report JSON=1 > report.json`)
 REPORT ?=
 PG_BIN := /usr/lib/postgresql/15/bin
 # CSV: the applications `make score` scores offline

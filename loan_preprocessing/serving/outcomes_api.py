@@ -67,10 +67,14 @@ def _validated(body: bytes, lines: list[int] | None) -> list[ReportedOutcome]:
         return _REPORTS.validate_json(body)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
-        detail = []
+        detail: list[dict[str, Any]] = []
         for error in errors:
             index, *field = error["loc"] or ("",)
-            shown = {"loc": [index, *field], "msg": error["msg"], "type": error["type"]}
+            shown: dict[str, Any] = {
+                "loc": [index, *field],
+                "msg": error["msg"],
+                "type": error["type"],
+            }
             if lines is not None and isinstance(index, int):
                 shown = {**shown, "loc": list(field), "line": lines[index]}
                 shown["column"] = field[0] if field else None
