@@ -64,8 +64,10 @@ def default_home(data: Path) -> Path:
 # a challenger is trained, `latest` is no longer the served version).
 CHAMPION_FILE: Final = "champion.tag"
 CHALLENGER_FILE: Final = "challenger.tag"
-# The challenger differs from the served version by the seed of its search's folds.
-CHALLENGER_SEED: Final = 7
+# The challenger: the fair-lending search's candidate without Property_Area, kept
+# whatever the rule chose (another seed can fall below the quality floor on the
+# real data: seed 7 did, at a held-out ROC AUC of 0.691).
+CHALLENGER_OPTIONS: Final = ("--candidate", "without-Property_Area")
 
 
 def ensure_model(home: Path, data: Path, log_path: Path) -> tuple[str, bool]:
@@ -84,13 +86,13 @@ def ensure_model(home: Path, data: Path, log_path: Path) -> tuple[str, bool]:
 
 
 def ensure_challenger(home: Path, data: Path, log_path: Path) -> tuple[str, bool]:
-    """A second version in the same store, trained on the same data with another
-    seed, for the challenger-in-shadow figures; and whether it was trained now."""
+    """A second version in the same store, trained on the same data as another
+    candidate, for the challenger-in-shadow figures; and whether it was trained now."""
     env = _env(home)
     kept = _kept_tag(home / CHALLENGER_FILE, env)
     if kept is not None:
         return kept, False
-    tag = _train(home, data, log_path, ["--seed", str(CHALLENGER_SEED)])
+    tag = _train(home, data, log_path, list(CHALLENGER_OPTIONS))
     (home / CHALLENGER_FILE).write_text(tag)
     return tag, True
 
