@@ -93,6 +93,7 @@ def fill_store(store: DecisionStore, champion: str, challenger: str, rows: int) 
             }
             for i in approved
         ]
+        overridden = range(0, size, OVERRIDE_EVERY)
         override_rows = [
             {
                 "override_id": override_id,
@@ -102,9 +103,7 @@ def fill_store(store: DecisionStore, champion: str, challenger: str, rows: int) 
                 "rationale": ("verified income", "collateral", "policy exception")[i % 3],
                 "overridden_at": when + timedelta(days=2),
             }
-            for i, override_id in zip(
-                range(0, size, OVERRIDE_EVERY), new_ids(len(range(0, size, OVERRIDE_EVERY)))
-            )
+            for i, override_id in zip(overridden, new_ids(len(overridden)), strict=True)
         ]
         with store.engine.connect() as connection, connection.begin():
             connection.execute(insert(outcomes), outcome_rows)
