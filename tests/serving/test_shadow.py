@@ -25,9 +25,10 @@ from loan_preprocessing.serving.metrics import DomainMetrics
 from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER
 from loan_preprocessing.serving.open_inference import INFER_PATH
 from loan_preprocessing.serving.shadow import ChallengerShadow, resolve_challenger_tag
-from tests.conftest import REAL_TRAINING_CSV, TEST_REPORTS, require_real_data
+from tests.conftest import REAL_TRAINING_CSV, require_real_data
 from tests.serving.test_open_inference import v2_request
 from tests.support.server import bentoml_serve
+from tests.support.trained import real_challenger
 
 ANSWER_FIELDS = {"decision_id", "Loan_ID", "Loan_Status", "probability", "reasons", "counteroffer"}
 
@@ -37,25 +38,7 @@ def challenger_tag(real_model_tag: str) -> str:
     """A second version trained on the same real data with another seed (other
     folds, other holdout, other search path), stored beside the champion."""
     require_real_data()
-    import bentoml
-
-    import train
-
-    assert (
-        train.main(
-            [
-                "--data",
-                str(REAL_TRAINING_CSV),
-                "--seed",
-                "20260",
-                "--quiet",
-                "--report-dir",
-                str(TEST_REPORTS),
-            ]
-        )
-        == 0
-    )
-    tag = str(bentoml.models.get("loan_approval:latest").tag)
+    tag = real_challenger()
     assert tag != real_model_tag
     return tag
 

@@ -49,3 +49,22 @@ def sample_model_with_cutoff_without_area() -> str:
     report_root = Path(os.environ["BENTOML_HOME"]) / "reports"
     assert train.main([*argv, "--report-dir", str(report_root)]) == 0
     return str(bentoml.models.get("loan_approval:latest").tag)
+
+
+# The seed of the real-data challenger: other folds, holdout and search path.
+CHALLENGER_SEED = 20260
+
+
+@functools.cache
+def real_challenger() -> str:
+    """The tag of a second version trained on the real data with CHALLENGER_SEED,
+    stored beside the real-data model (the challenger of the shadow tests)."""
+    import bentoml
+
+    import train
+    from tests.conftest import REAL_TRAINING_CSV
+
+    report_root = Path(os.environ["BENTOML_HOME"]) / "reports"
+    argv = ["--data", str(REAL_TRAINING_CSV), "--seed", str(CHALLENGER_SEED), "--quiet"]
+    assert train.main([*argv, "--report-dir", str(report_root)]) == 0
+    return str(bentoml.models.get("loan_approval:latest").tag)

@@ -222,7 +222,7 @@ def overridden_decisions(frame: pd.DataFrame) -> dict[str, Any]:
     examples = [
         {
             DECISION_ID: str(row[DECISION_ID]),
-            ID_COLUMN: None if pd.isna(row[ID_COLUMN]) else str(row[ID_COLUMN]),
+            ID_COLUMN: None if pd.isna(row.get(ID_COLUMN)) else str(row[ID_COLUMN]),
             MODEL_TAG: str(row[MODEL_TAG]),
             "model_status": str(row[STATUS]),
             "final_status": str(row["final_status"]),
