@@ -102,7 +102,7 @@ def module_commands() -> list[ModuleCommand]:
     (`show/compare`, `outcomes|overrides`), and the long options it is given."""
     found = {}
     for page, snippet in code_snippets():
-        for match in re.finditer(r"python -m ([\w.]+)((?:[ \t]+\S+)*)", snippet):
+        for match in re.finditer(r"python -m ([A-Za-z_][\w.]*)((?:[ \t]+\S+)*)", snippet):
             words = match.group(2).split()
             named = bool(words) and SUBCOMMANDS.fullmatch(words[0]) is not None
             subcommands = tuple(re.split(r"[/|]", words[0])) if named else ()
