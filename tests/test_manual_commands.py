@@ -127,11 +127,7 @@ def make_targets() -> dict[str, str]:
     """The targets `make help` lists, and what it says of each."""
     listed = run_make(["help"])
     assert listed.returncode == 0, listed.stderr
-    return dict(
-        re.match(r"\s+(\S+)\s+(.*)", line).groups()  # type: ignore[union-attr]
-        for line in listed.stdout.splitlines()
-        if line.strip()
-    )
+    return dict(re.findall(r"^\s+(\S+)\s+(.*)$", listed.stdout, flags=re.M))
 
 
 def run_make(arguments: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
