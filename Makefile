@@ -22,6 +22,12 @@ SINCE ?=
 UNTIL ?=
 # EXPORT: the file `make decisions-export` writes (.jsonl; .parquet where pyarrow is installed)
 EXPORT ?= decisions-export.jsonl
+# TAG: the stored version `make promote` makes the served one (loan_approval:<version>)
+TAG ?=
+# BY: who promotes (recorded with the promotion; default: your login name)
+BY ?= $(USER)
+# REPORT: the report a promotion rests on (for example `make -s challenger-report JSON=1 > report.json`)
+REPORT ?=
 PG_BIN := /usr/lib/postgresql/15/bin
 # CSV: the applications `make score` scores offline
 CSV ?= ../shared/data/loan-prediction/test.csv
@@ -164,17 +170,25 @@ drift: $(SERVE_VENV)
 fairness: $(SERVE_VENV)
 	$(BIN)/python -m loan_preprocessing.operations.fairness $(addprefix --log ,$(LOG))
 
-## outcomes-report: outcomes (OUTCOMES, CSV) of the recorded decisions (or the export DECISIONS) [OVERRIDES=, WINDOW=M, JSON=1]
+## outcomes-report: outcomes of the recorded decisions, per version and window (files instead: DECISIONS, OUTCOMES, OVERRIDES) [WINDOW=M, JSON=1]
 outcomes-report: $(SERVE_VENV)
-	$(BIN)/python -m loan_preprocessing.operations.model_risk outcomes $(if $(DECISIONS),--decisions $(DECISIONS)) --outcomes $(OUTCOMES) $(if $(OVERRIDES),--overrides $(OVERRIDES)) --window $(or $(WINDOW),M) $(if $(JSON),--json)
+	$(BIN)/python -m loan_preprocessing.operations.model_risk outcomes $(if $(DECISIONS),--decisions $(DECISIONS)) $(if $(OUTCOMES),--outcomes $(OUTCOMES)) $(if $(OVERRIDES),--overrides $(OVERRIDES)) --window $(or $(WINDOW),M) $(if $(JSON),--json)
 
-## overrides-report: override rates (OVERRIDES, CSV) of the recorded decisions (or DECISIONS) by direction, version, group [JSON=1]
+## overrides-report: override rates of the recorded decisions by direction, version, group (files instead: DECISIONS, OVERRIDES) [JSON=1]
 overrides-report: $(SERVE_VENV)
-	$(BIN)/python -m loan_preprocessing.operations.model_risk overrides $(if $(DECISIONS),--decisions $(DECISIONS)) --overrides $(OVERRIDES) $(if $(JSON),--json)
+	$(BIN)/python -m loan_preprocessing.operations.model_risk overrides $(if $(DECISIONS),--decisions $(DECISIONS)) $(if $(OVERRIDES),--overrides $(OVERRIDES)) $(if $(JSON),--json)
 
-## challenger-report: the recorded decisions against the challenger's in shadow (or DECISIONS, CHALLENGER files) [OUTCOMES=, OVERRIDES=, JSON=1]
+## challenger-report: the recorded decisions against the challenger's in shadow (files instead: DECISIONS, CHALLENGER, OUTCOMES, OVERRIDES) [JSON=1]
 challenger-report: $(SERVE_VENV)
 	$(BIN)/python -m loan_preprocessing.operations.model_risk challenger $(if $(DECISIONS),--decisions $(DECISIONS)) $(if $(CHALLENGER),--challenger $(CHALLENGER)) $(if $(OUTCOMES),--outcomes $(OUTCOMES)) $(if $(OVERRIDES),--overrides $(OVERRIDES)) $(if $(JSON),--json)
+
+## promote: make TAG the served version (loan_approval:latest), recorded with BY and REPORT; then restart the service
+promote: $(SERVE_VENV)
+	$(BIN)/python -m loan_preprocessing.operations.promote $(if $(TAG),--tag $(TAG)) $(if $(BY),--by "$(BY)") $(if $(REPORT),--report $(REPORT))
+
+## promotions: list the recorded promotions (who made which version the served one, when, on which report)
+promotions: $(SERVE_VENV)
+	$(BIN)/python -m loan_preprocessing.operations.promote --list
 
 ## score: score the CSV file CSV offline with the latest model into OUT
 score: $(SERVE_VENV)
@@ -185,6 +199,11 @@ score: $(SERVE_VENV)
 bench: $(FULL_VENV)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; }; } || { echo "wrk is missing: sudo apt-get install wrk" >&2; exit 1; }
 	$(BIN)/python -m bench.run $(if $(BEFORE),--before $(BEFORE))
+
+## bench-v2-binary: V2 binary tensors vs V2 JSON, 1000-row requests: decoder and whole-request CPU time, then 3 wrk rounds (~3 min)
+bench-v2-binary: $(FULL_VENV)
+	@command -v wrk >/dev/null || { echo "wrk is missing: sudo apt-get install wrk" >&2; exit 1; }
+	$(BIN)/python -m bench.v2_binary --http-rounds 3
 
 ## spark-score: score INPUT (CSV or Parquet) with Spark into OUTPUT/scored and OUTPUT/rejected
 spark-score: $(SPARK_VENV)
@@ -234,4 +253,4 @@ decisions-export: $(SERVE_VENV)
 decisions-purge: $(SERVE_VENV)
 	$(BIN)/python -m loan_preprocessing.records purge
 
-.PHONY: venv train serve test test-setup lint docs docs-serve format build image base-image image-archive versions drift fairness score bench spark-score bench-spark k8s-validate clean help decisions-migrate decisions-export decisions-purge outcomes-report overrides-report challenger-report
+.PHONY: venv train serve test test-setup lint docs docs-serve format build image base-image image-archive versions drift fairness score bench bench-v2-binary spark-score bench-spark k8s-validate clean help decisions-migrate decisions-export decisions-purge outcomes-report overrides-report challenger-report promote promotions

@@ -26,6 +26,7 @@ from loan_preprocessing.serving import (
     connection_balance,
     decisions_api,
     open_inference,
+    outcomes_api,
     recorded_answers,
     recording,
     request_metrics,
@@ -107,8 +108,9 @@ def _challenger_tag() -> str | None:
     return resolve_challenger_tag(SETTINGS.challenger_tag, _serving_tag())
 
 
-# The Open Inference Protocol (V2) at /v2, and the decision records at
-# /decisions, beside /predict.
+# The Open Inference Protocol (V2) at /v2, the decision records at /decisions
+# and their outcomes at /outcomes, beside /predict.
+@bentoml.asgi_app(outcomes_api.app, path=outcomes_api.MOUNT)
 @bentoml.asgi_app(decisions_api.app, path=decisions_api.MOUNT)
 @bentoml.asgi_app(open_inference.app, path=open_inference.MOUNT)
 @bentoml.service(

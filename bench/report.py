@@ -368,6 +368,30 @@ def records_table(servers: dict[str, dict[str, Any]]) -> str:
     return _markdown(rows)
 
 
+SHADOW_BUDGETS: Final = (
+    ("single-row requests/s, 32 clients", "single_rps", "{:,.0f}", 0.85),
+    ("single-row p99 latency, ms", "single_p99_ms", "{:,.1f}", 1.5),
+    ("rows/s, 1000-row V2 requests, 4 clients", "v2_rows_per_s", "{:,.0f}", 0.8),
+)
+
+
+def shadow_table(servers: dict[str, dict[str, Any]]) -> str:
+    """A challenger in shadow (the shadow server) against the same service
+    without one (service: records on SQLite in both), measured in the same run."""
+    without, with_shadow = servers.get("service"), servers.get("shadow")
+    if without is None or with_shadow is None:
+        return "challenger in shadow: not measured (no shadow server)"
+    rows: list[tuple[str, ...]] = [("figure", "no challenger", "in shadow", "ratio", "target")]
+    for label, key, fmt, bound in SHADOW_BUDGETS:
+        a, b = without.get(key, float("nan")), with_shadow.get(key, float("nan"))
+        ratio = b / a if a else float("nan")
+        lower_is_better = key.endswith("_ms")
+        met = ratio <= bound if lower_is_better else ratio >= bound
+        target = ("ok " if met else "MISS ") + f"{'<=' if lower_is_better else '>='} {bound}x"
+        rows.append((label, fmt.format(a), fmt.format(b), f"{ratio:.2f}", target))
+    return _markdown(rows)
+
+
 def record_costs_table(costs: dict[str, float]) -> str:
     """Where a record's time goes, in-process (median ms)."""
     lines = ["| step, in-process (median of runs) | ms |", "|---|---:|"]

@@ -48,7 +48,13 @@ from bench.machine import (
 )
 from bench.mlserver import INFER_PATH as V2_INFER_PATH
 from bench.mlserver import mlserver_serve
-from bench.model import REAL_TEST_CSV, default_home, ensure_model, training_data
+from bench.model import (
+    REAL_TEST_CSV,
+    default_home,
+    ensure_challenger,
+    ensure_model,
+    training_data,
+)
 from bench.report import (
     inprocess_table,
     peers_table,
@@ -56,6 +62,7 @@ from bench.report import (
     record_costs_table,
     records_table,
     rounds_summary,
+    shadow_table,
     steadiness_table,
     table,
     write_json,
@@ -402,6 +409,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-kserve", action="store_true", help="skip the KServe peer (and its venv)"
     )
     parser.add_argument(
+        "--no-challenger",
+        action="store_true",
+        help="skip the service with a challenger in shadow (and training the challenger)",
+    )
+    parser.add_argument(
         "--service-env",
         action="append",
         default=[],
@@ -447,6 +459,14 @@ def main(argv: list[str] | None = None) -> int:
             postgres_url = postgres.new_database()
             targets["records_pg"] = Target(
                 SERVICE, open_inference=True, env=(("LOAN_DECISION_STORE_URL", postgres_url),)
+            )
+        if not args.no_challenger:
+            # The service as recorded (SQLite) with a second version in shadow:
+            # compared with "service", which differs from it only by the challenger.
+            challenger, trained_now = ensure_challenger(home, data, scratch / "challenger.log")
+            print(f"{'trained' if trained_now else 'reusing'} challenger {challenger}")
+            targets["shadow"] = Target(
+                SERVICE, open_inference=True, env=(("LOAN_CHALLENGER_TAG", challenger),)
             )
         if args.before:
             before = source_at(args.before, scratch / "before")
@@ -533,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     print(inprocess_table(inprocess))
     print()
     print(records_table(servers))
+    print()
+    print(shadow_table(servers))
     print()
     print(record_costs_table(record_costs))
     m = result["machine"]

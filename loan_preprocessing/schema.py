@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, date, datetime, timedelta
 from types import EllipsisType
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -21,6 +22,8 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
+    field_validator,
+    model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
@@ -99,7 +102,8 @@ CREDIT_HISTORY_LEVELS: Final = (0, 1)
 # What can be reported to have happened to a decided application (POST /outcomes).
 # Bad: the loan was not repaid as agreed. Withdrawn: the applicant took no loan,
 # so there is no repayment to judge (counted, never good or bad).
-OUTCOMES: Final = ("repaid", "delinquent", "defaulted", "withdrawn")
+OutcomeName = Literal["repaid", "delinquent", "defaulted", "withdrawn"]
+OUTCOMES: Final = get_args(OutcomeName)
 BAD_OUTCOMES: Final = frozenset({"delinquent", "defaulted"})
 NO_PERFORMANCE_OUTCOMES: Final = frozenset({"withdrawn"})
 
@@ -495,3 +499,85 @@ def predict_request_model(max_applications: int = DEFAULT_MAX_APPLICATIONS) -> t
         )
 
     return PredictRequest
+
+
+# Decision ids as answered: 32 lowercase hex digits (records/tables.py's ID_LENGTH).
+DECISION_ID_PATTERN: Final = r"^[0-9a-f]{32}$"
+EXAMPLE_DECISION_ID: Final = "0193a5c1e2f04b8d9c7e6a5b4c3d2e1f"
+# Longest person identifier and override rationale accepted (longer: a 400).
+MAX_PERSON_LENGTH: Final = 128
+MAX_RATIONALE_LENGTH: Final = 2_000
+
+
+class ReportedOutcome(BaseModel):
+    """What happened to a decided application (POST /outcomes): its decision by
+    `decision_id`, or by `Loan_ID` (the newest delivered decision on it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    decision_id: str | None = Field(
+        default=None,
+        pattern=DECISION_ID_PATTERN,
+        description="The decision's id, as answered. Give this or Loan_ID.",
+        examples=[EXAMPLE_DECISION_ID],
+    )
+    Loan_ID: Annotated[str, AfterValidator(_printable_identifier)] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        description="The application's Loan_ID: its newest delivered decision. "
+        "Give this or decision_id.",
+        examples=["LP001015"],
+    )
+    outcome: OutcomeName = Field(description="What happened to the loan.", examples=["repaid"])
+    observed_on: date = Field(
+        strict=True,
+        description="The day the outcome was observed (ISO date, not in the future).",
+        examples=["2026-11-30"],
+    )
+
+    @field_validator("observed_on")
+    @classmethod
+    def _not_in_the_future(cls, value: date) -> date:
+        # A day of grace: the caller's today may be ahead of UTC's.
+        if value > datetime.now(UTC).date() + timedelta(days=1):
+            raise ValueError("an outcome cannot be observed in the future")
+        return value
+
+    @model_validator(mode="after")
+    def _one_decision(self) -> ReportedOutcome:
+        if (self.decision_id is None) == (self.Loan_ID is None):
+            raise PydanticCustomError(
+                "decision_reference", "give exactly one of decision_id and Loan_ID"
+            )
+        return self
+
+
+class OverrideRequest(BaseModel):
+    """A person's change of a recorded decision's final status (POST
+    /decisions/{decision_id}/override); the model's decision is kept as it was."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    person: Annotated[str, AfterValidator(_printable_identifier)] = Field(
+        min_length=1,
+        max_length=MAX_PERSON_LENGTH,
+        description="Who decided: the caller's identifier of the person (not checked).",
+        examples=["officer-17"],
+    )
+    final_status: Literal["Y", "N"] = Field(
+        description="The status that stands after the override.", examples=["Y"]
+    )
+    rationale: str = Field(
+        min_length=1,
+        max_length=MAX_RATIONALE_LENGTH,
+        description="Why the decision is changed (required).",
+        examples=["Income verified with the employer; the stated income was monthly net."],
+    )
+
+    @field_validator("rationale")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a rationale must say something")
+        return value.strip()

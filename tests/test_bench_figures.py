@@ -33,3 +33,20 @@ def test_figures_are_the_median_with_the_worst_beside_it():
     assert figures["v2_rows_per_s_worst"] == 50 / 5 * 1000
     table = steadiness_table(figures)
     assert "| v2_rows_per_s | 20,000 | 10,000 | 0.50 | MISS >= 0.80 |" in table
+
+
+def test_the_shadow_table_compares_with_the_same_service_without_a_challenger():
+    from bench.report import shadow_table
+
+    servers = {
+        "service": {"single_rps": 200.0, "single_p99_ms": 100.0, "v2_rows_per_s": 10_000.0},
+        "shadow": {"single_rps": 160.0, "single_p99_ms": 160.0, "v2_rows_per_s": 9_000.0},
+    }
+    lines = shadow_table(servers).splitlines()
+    rows = {line.split("|")[1].strip(): line for line in lines[2:]}
+    # 0.80x of requests/s misses 0.85x; p99 1.6x misses 1.5x; V2 0.9x meets 0.8x.
+    assert "|  0.80 |" in rows["single-row requests/s, 32 clients"]
+    assert "MISS >= 0.85x" in rows["single-row requests/s, 32 clients"]
+    assert "MISS <= 1.5x" in rows["single-row p99 latency, ms"]
+    assert "ok >= 0.8x" in rows["rows/s, 1000-row V2 requests, 4 clients"]
+    assert shadow_table({"service": servers["service"]}).startswith("challenger in shadow: not")

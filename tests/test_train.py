@@ -136,10 +136,13 @@ def test_training_refuses_a_model_below_the_adverse_impact_floor(sample_model, c
     assert below_floor(audit, 0.9999)
 
 
-def test_training_on_unlabelled_data_fails_clearly(tmp_path):
+def test_training_on_unlabelled_data_fails_clearly(tmp_path, capsys):
     import pandas as pd
 
     path = tmp_path / "unlabelled.csv"
     pd.read_csv(SAMPLE_CSV).drop(columns="Loan_Status").to_csv(path, index=False)
-    with pytest.raises(ValueError, match="Loan_Status"):
-        train.main(["--data", str(path), "--quiet", "--report-dir", str(TEST_REPORTS)])
+    status = train.main(["--data", str(path), "--quiet", "--report-dir", str(TEST_REPORTS)])
+    assert status == 2
+    # One line naming the missing label, not a traceback.
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: cannot train on") and "no Loan_Status column" in line

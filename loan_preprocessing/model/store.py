@@ -256,3 +256,33 @@ def tag_to_serve(requested: str, bento: Any | None) -> str:
         f"LOAN_MODEL_TAG={requested} but Bento {bento.tag} packages {', '.join(packaged)}; "
         "build a Bento with that model instead (LOAN_MODEL_TAG=... bentoml build)"
     )
+
+
+# The model store's own pointer file: `loan_approval:latest` names the version
+# written in <store>/models/loan_approval/latest (BentoML moves it to each newly
+# saved version; `make promote` moves it to the promoted one).
+LATEST_POINTER: Final = "latest"
+
+
+def served_by_default() -> str | None:
+    """The version `loan_approval:latest` names now (what a service started
+    without LOAN_MODEL_TAG serves), or None for an empty store."""
+    try:
+        return str(bentoml.models.get(f"{MODEL_NAME}:latest").tag)
+    except bentoml.exceptions.NotFound:
+        return None
+
+
+def make_latest(tag: str) -> str:
+    """Point `loan_approval:latest` at the stored version `tag`, once it loads as
+    the service would load it (checksum, trusted types); its concrete tag. The
+    pointer is replaced whole (a rename), so no reader sees half of it."""
+    model = get_model(tag)
+    if model.tag.name != MODEL_NAME:
+        raise ModelLoadError(f"{model.tag} is not a version of {MODEL_NAME}")
+    load_pipeline(model)
+    pointer = Path(model.path).parent / LATEST_POINTER
+    written = pointer.with_name(f".{LATEST_POINTER}.{os.getpid()}")
+    written.write_text(str(model.tag.version))
+    os.replace(written, pointer)
+    return str(model.tag)

@@ -29,7 +29,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from loan_preprocessing.records import migrations
 from loan_preprocessing.records.tables import APPLICATION_COLUMNS, answers, decisions
@@ -38,6 +38,8 @@ from loan_preprocessing.records.tables import APPLICATION_COLUMNS, answers, deci
 # as unavailable: well inside the service's request timeout.
 CONNECT_TIMEOUT_SECONDS: Final = 3
 SQLITE_BUSY_MILLISECONDS: Final = 5_000
+# Answers marked delivered by one UPDATE.
+MARKS_PER_STATEMENT: Final = 10_000
 # Rows fetched at a time by `export`.
 EXPORT_CHUNK: Final = 2_000
 
@@ -180,14 +182,21 @@ class DecisionStore:
 
     # -- writes ---------------------------------------------------------------
 
-    def record(self, batch: Sequence[Answer], now: datetime | None = None) -> list[Answer]:
-        """Commit every answer of `batch` in one transaction. An answer whose
-        Idempotency-Key was recorded meanwhile (a concurrent retry) is left out and
-        returned; the others are committed. StoreUnavailable when nothing could be."""
+    def record(
+        self,
+        batch: Sequence[Answer],
+        now: datetime | None = None,
+        delivered: Sequence[str] = (),
+    ) -> list[Answer]:
+        """Commit every answer of `batch` in one transaction, with the delivery
+        marks of earlier answers `delivered`. An answer whose Idempotency-Key was
+        recorded meanwhile (a concurrent retry) is left out and returned; the
+        others are committed. StoreUnavailable when nothing could be."""
         now = now or _now()
         try:
             with self._connection() as connection, connection.begin():
                 self._insert(connection, batch, now)
+                self._mark(connection, delivered, now)
             return []
         except IntegrityError:
             keyed = [a.idempotency_key for a in batch if _key(a) is not None]
@@ -207,6 +216,7 @@ class DecisionStore:
                 )
                 kept = [a for a in batch if _key(a) not in taken]
                 self._insert(connection, kept, now)
+                self._mark(connection, delivered, now)
             return [a for a in batch if _key(a) in taken]
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"decision store unavailable: {one_line(exc)}") from None
@@ -247,6 +257,11 @@ class DecisionStore:
             values.extend(zip(*(given[name] for name in order), strict=True))
         if not values:
             return
+        if connection.dialect.name == "postgresql":
+            # COPY streams the rows in one statement: an executemany of 1000 rows
+            # cost ten times as much (a statement, and its row of results, each).
+            _copy_rows(connection, order, values)
+            return
         # The driver's executemany on a statement compiled once: SQLAlchemy's
         # per-row parameter processing cost more than the database's insert
         # (these values are plain strings and numbers, which need none).
@@ -255,17 +270,24 @@ class DecisionStore:
         else:
             connection.exec_driver_sql(sql, [dict(zip(order, row, strict=True)) for row in values])
 
+    @staticmethod
+    def _mark(connection: Connection, answer_ids: Sequence[str], now: datetime) -> None:
+        # In slices: SQLite takes at most 32766 parameters in a statement, and
+        # marks kept through an outage can be many more.
+        for start in range(0, len(answer_ids), MARKS_PER_STATEMENT):
+            connection.execute(
+                update(answers)
+                .where(answers.c.answer_id.in_(answer_ids[start : start + MARKS_PER_STATEMENT]))
+                .values(delivered=True, delivered_at=now)
+            )
+
     def mark_delivered(self, answer_ids: Sequence[str], now: datetime | None = None) -> None:
         """Flag these answers as delivered (one transaction)."""
         if not answer_ids:
             return
         try:
             with self._connection() as connection, connection.begin():
-                connection.execute(
-                    update(answers)
-                    .where(answers.c.answer_id.in_(answer_ids))
-                    .values(delivered=True, delivered_at=now or _now())
-                )
+                self._mark(connection, answer_ids, now or _now())
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"decision store unavailable: {one_line(exc)}") from None
 
@@ -367,6 +389,24 @@ class DecisionStore:
             return self.engine.connect()
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"decision store unavailable: {one_line(exc)}") from None
+
+
+def _copy_rows(connection: Connection, order: Sequence[str], values: list[Any]) -> None:
+    """COPY `values` (rows in `order`) into decisions, in the connection's own
+    transaction (psycopg 3's copy on the same DBAPI connection)."""
+    names = ", ".join(f'"{name}"' for name in order)
+    statement = f"COPY decisions ({names}) FROM STDIN"
+    driver_error = connection.dialect.loaded_dbapi.Error
+    cursor = connection.connection.cursor()
+    try:
+        with cursor.copy(statement) as copy:  # type: ignore[attr-defined]
+            for row in values:
+                copy.write_row(row)
+    except driver_error as exc:
+        # As SQLAlchemy words a driver's error, so the callers' handling holds.
+        raise DBAPIError.instance(statement, None, exc, driver_error) from exc
+    finally:
+        cursor.close()
 
 
 @functools.cache

@@ -7,6 +7,11 @@ route, by which model, whether it reached the client, and the request's
 Idempotency-Key (on its first part). One `decisions` row per application in it: what was received,
 what was decided, and the decision exactly as it was answered (`answer`, its JSON
 text), so a field added to the answers later is recorded without a new column.
+
+After the decision: `outcomes` (what happened to the loan, one row per decision
+and outcome), `overrides` (a person's change of the final decision, append-only;
+the `decisions` row is never altered) and `promotions` (who made which version
+the served one, when, on which report).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Final
 from sqlalchemy import (
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -27,7 +33,12 @@ from sqlalchemy import (
     Text,
 )
 
-from loan_preprocessing.schema import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, NUMERIC_COLUMNS
+from loan_preprocessing.schema import (
+    CATEGORICAL_COLUMNS,
+    FEATURE_COLUMNS,
+    MAX_PERSON_LENGTH,
+    NUMERIC_COLUMNS,
+)
 
 # Decision and answer ids: 32 hex digits, the first 12 the time in milliseconds,
 # so ids sort by time and index well.
@@ -112,4 +123,59 @@ challenger_decisions: Final = Table(
     Column("probability", Float, nullable=True),
     # Its rejection's reason codes joined by ";" (empty for an approval).
     Column("reason_codes", String(200), nullable=False),
+)
+
+# What happened to a decided application (records/outcomes.py): one row per
+# decision and outcome, so reporting the same outcome again adds nothing.
+outcomes: Final = Table(
+    "outcomes",
+    metadata,
+    Column(
+        "decision_id",
+        String(ID_LENGTH),
+        ForeignKey("decisions.decision_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    # One of schema.OUTCOMES.
+    Column("outcome", String(16), primary_key=True),
+    # The day the outcome was observed (as reported), and when it was recorded.
+    Column("observed_on", Date, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
+# A person's change of a decision's final status, with the reason: append-only
+# (nothing updates or deletes a row but the retention purge of its decision).
+overrides: Final = Table(
+    "overrides",
+    metadata,
+    Column("override_id", String(ID_LENGTH), primary_key=True),
+    Column(
+        "decision_id",
+        String(ID_LENGTH),
+        ForeignKey("decisions.decision_id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    # The caller's identifier of the person who decided (not checked here).
+    Column("person", String(MAX_PERSON_LENGTH), nullable=False),
+    # The status that stands after this override (Y/N), and why.
+    Column("final_status", String(1), nullable=False),
+    Column("rationale", Text, nullable=False),
+    Column("overridden_at", DateTime(timezone=True), nullable=False),
+)
+
+# `make promote`: a version made the served one, by whom, when, on which report
+# (its file name, sha256 and text, so the evidence outlives the file).
+promotions: Final = Table(
+    "promotions",
+    metadata,
+    Column("promotion_id", String(ID_LENGTH), primary_key=True),
+    Column("model_tag", String(200), nullable=False),
+    # The version served before (what loan_approval:latest named), if any.
+    Column("previous_tag", String(200), nullable=True),
+    Column("person", String(MAX_PERSON_LENGTH), nullable=False),
+    Column("promoted_at", DateTime(timezone=True), nullable=False),
+    Column("report_name", String(255), nullable=False),
+    Column("report_sha256", String(64), nullable=False),
+    Column("report", Text, nullable=False),
 )

@@ -19,7 +19,8 @@ from types import NoneType
 from typing import Annotated, Any, Final, Literal, get_args, get_origin
 
 import bentoml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -28,12 +29,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
 from loan_preprocessing.decide import ColumnDecisions, UnscoredRowError
-from loan_preprocessing.inputs.columns import RULES, ColumnsValidationError, validate_columns
+from loan_preprocessing.inputs.columns import (
+    RULES,
+    CodedColumn,
+    Column,
+    ColumnsValidationError,
+    validate_columns,
+)
 from loan_preprocessing.model.store import MODEL_NAME
 from loan_preprocessing.records.rows import json_rows
 from loan_preprocessing.schema import BATCH_COLUMNS, ID_COLUMN, TARGET_COLUMN
 from loan_preprocessing.serving import binary_tensors
-from loan_preprocessing.serving.binary_tensors import BinaryTensorError
+from loan_preprocessing.serving.binary_tensors import BinaryTensorError, Strings, Tensor
 
 MOUNT: Final = "/v2"
 MODEL_PATH: Final = f"{MOUNT}/models/{MODEL_NAME}"
@@ -118,6 +125,16 @@ class InferenceInput(BaseModel):
     datatype: Literal[DATATYPES]  # type: ignore[valid-type]
     parameters: dict[str, Any] | None = None
     data: list[Any]
+    # The input's values when they came in binary (`data` is then empty).
+    _binary: Tensor | None = PrivateAttr(default=None)
+
+    @property
+    def binary(self) -> Tensor | None:
+        return self._binary
+
+    def attach(self, tensor: Tensor) -> None:
+        """Give the input its values decoded from the binary part of the request."""
+        self._binary = tensor
 
 
 class RequestedOutput(BaseModel):
@@ -160,10 +177,10 @@ class RequestError(ValueError):
     """The request is not a batch this model can take: a 400 with this message."""
 
 
-def columns_of(request: InferenceRequest, max_rows: int) -> tuple[dict[str, list[Any]], int]:
+def columns_of(request: InferenceRequest, max_rows: int) -> tuple[dict[str, Column], int]:
     """The request's columns by name, and how many rows they hold. A column is flat
     (`shape [n]`) or one value per row (`shape [n, 1]`, flat or nested data)."""
-    columns: dict[str, list[Any]] = {}
+    columns: dict[str, Column] = {}
     rows: int | None = None
     for column in request.inputs:
         if column.name in columns:
@@ -171,17 +188,11 @@ def columns_of(request: InferenceRequest, max_rows: int) -> tuple[dict[str, list
         if len(column.shape) == 2 and column.shape[1] != 1:
             raise RequestError(f"input {column.name!r}: shape must be [n] or [n, 1]")
         n = column.shape[0]
-        data = column.data
-        if data and all(isinstance(v, list) and len(v) == 1 for v in data):
-            data = [v[0] for v in data]
-        check_tensor_values(column.name, column.datatype, data)
-        # A tensor has no null: for a missing value clients send NaN (a number) or
-        # an empty string (text), or null (MLServer); each means missing here, as
-        # an empty cell does in a CSV file. An integer tensor has no NaN.
-        if column.datatype.startswith("FP"):
-            data = [None if type(v) is float and v != v else v for v in data]
-        elif column.datatype == "BYTES":
-            data = [None if v == "" else v for v in data]
+        data: Column = (
+            _json_values(column.name, column.datatype, column.data)
+            if column.binary is None
+            else _binary_values(column.binary)
+        )
         if len(data) != n:
             raise RequestError(
                 f"input {column.name!r}: shape says {n} values, data has {len(data)}"
@@ -204,6 +215,35 @@ def columns_of(request: InferenceRequest, max_rows: int) -> tuple[dict[str, list
             "values to say every value is unknown"
         )
     return columns, rows
+
+
+def _json_values(name: str, datatype: str, data: list[Any]) -> list[Any]:
+    """A JSON input's values, checked against its datatype, missing ones as None."""
+    if data and all(isinstance(v, list) and len(v) == 1 for v in data):
+        data = [v[0] for v in data]
+    check_tensor_values(name, datatype, data)
+    # A tensor has no null: for a missing value clients send NaN (a number) or
+    # an empty string (text), or null (MLServer); each means missing here, as
+    # an empty cell does in a CSV file. An integer tensor has no NaN.
+    if datatype.startswith("FP"):
+        return [None if type(v) is float and v != v else v for v in data]
+    if datatype == "BYTES":
+        return [None if v == "" else v for v in data]
+    return data
+
+
+def _binary_values(tensor: Tensor) -> Column:
+    """A binary input's values as the columnar validation takes them, with the
+    JSON values' meaning: NaN (in a float array) and "" are missing. A binary
+    tensor holds only values of its datatype, so there is nothing to check."""
+    if not isinstance(tensor, Strings):
+        return tensor.astype(np.float64, copy=False) if tensor.dtype.kind == "f" else tensor
+    if "" not in tensor.distinct:
+        return CodedColumn(tensor.codes, list(tensor.distinct))
+    empty = tensor.distinct.index("")
+    codes = tensor.codes - (tensor.codes > empty)
+    codes[tensor.codes == empty] = -1
+    return CodedColumn(codes, [v for v in tensor.distinct if v])
 
 
 def output_values(decided: ColumnDecisions, decision_ids: list[str] | None) -> dict[str, list[Any]]:
@@ -322,8 +362,11 @@ def parse_request(body: bytes, header_length: str | None) -> InferenceRequest:
         ) from None
     if not isinstance(header, dict):
         raise BinaryTensorError("the JSON header is not an object")
-    binary_tensors.attach_inputs(header, memoryview(body)[length:])
-    return InferenceRequest.model_validate(header)
+    tensors = binary_tensors.attach_inputs(header, memoryview(body)[length:])
+    parsed = InferenceRequest.model_validate(header)
+    for index, tensor in tensors.items():
+        parsed.inputs[index].attach(tensor)
+    return parsed
 
 
 def _answer(body: dict[str, Any], request: InferenceRequest) -> Response:

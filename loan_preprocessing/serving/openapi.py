@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from typing import Any, Final
 
+from loan_preprocessing.schema import OverrideRequest, ReportedOutcome
 from loan_preprocessing.serving.middleware import Receive, Scope, Send
 from loan_preprocessing.serving.open_inference import HEALTH_PATHS, INFER_PATH, InferenceRequest
 
@@ -71,8 +72,14 @@ EXTRA_RESPONSES: Final = {
 
 
 V2_TAG: Final = "Open Inference Protocol (V2)"
+RECORDS_TAG: Final = "Decision records"
 TAGS: Final = [
     {"name": "Service APIs", "description": "Decide applications: JSON records or a CSV file."},
+    {
+        "name": RECORDS_TAG,
+        "description": "The recorded decisions, what happened to the loans (outcomes) and "
+        "people's changes of the final decision (overrides).",
+    },
     {
         "name": V2_TAG,
         "description": "The same decisions for KServe, MLServer and Triton clients: one "
@@ -177,6 +184,102 @@ def open_inference_paths() -> dict[str, Any]:
     }
 
 
+ERROR_BODY: Final = {
+    "type": "object",
+    "properties": {
+        "error": {"type": "string"},
+        "detail": {"type": "array", "items": {"type": "object"}},
+        "total": TOTAL_SCHEMA,
+    },
+    "required": ["error"],
+}
+RECORD_RESPONSES: Final = {
+    "400": "A field or the body is not valid; `error` names the row and field.",
+    "401": EXTRA_RESPONSES["401"],
+    "404": "No such decision is recorded (named), or records are turned off.",
+    "413": EXTRA_RESPONSES["413"],
+    "415": EXTRA_RESPONSES["415"],
+    "503": "The decision store cannot be read or written now; retry after Retry-After.",
+}
+_DECISION_ID_PARAMETER: Final = {
+    "name": "decision_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+    "description": "The decision's id, as answered.",
+}
+
+
+def _record_operation(
+    summary: str, answer: str, body: dict[str, Any] | None = None, **extra: str
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {"200": {"description": answer}}
+    for status, description in {**RECORD_RESPONSES, **extra}.items():
+        responses[status] = _json(ERROR_BODY, description)
+    operation: dict[str, Any] = {"tags": [RECORDS_TAG], "summary": summary, "responses": responses}
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": body}
+    return operation
+
+
+def record_schemas() -> dict[str, Any]:
+    """The request models of the record routes, as components."""
+    template = "#/components/schemas/{model}"
+    return {
+        "ReportedOutcome": ReportedOutcome.model_json_schema(ref_template=template),
+        "OverrideRequest": OverrideRequest.model_json_schema(ref_template=template),
+    }
+
+
+def record_paths() -> dict[str, Any]:
+    """The decision records' routes (serving/decisions_api.py, outcomes_api.py)."""
+    csv_file = {
+        "type": "object",
+        "properties": {"file": {"type": "string", "format": "binary"}},
+        "required": ["file"],
+    }
+    outcomes = _record_operation(
+        "Record what happened to decided applications (all or none; the same outcome again is one)",
+        "`recorded` (new), `already_recorded`, and each outcome's decision_id.",
+        {
+            "application/json": {"schema": {"type": "array", "items": _ref("ReportedOutcome")}},
+            "text/csv": {"schema": {"type": "string"}},
+            "multipart/form-data": {"schema": csv_file},
+        },
+    )
+    override = _record_operation(
+        "Change a decision's final status (append-only; the model's decision is kept)",
+        "Not used: a recorded override answers 201.",
+        {"application/json": {"schema": _ref("OverrideRequest")}},
+        **{
+            "409": "The override would restate the standing status, or the decision has "
+            "the most overrides recorded."
+        },
+    )
+    override["responses"].pop("200")
+    override["responses"]["201"] = {
+        "description": "The override as recorded, with the status it replaced (`from_status`)."
+    }
+    one = _record_operation(
+        "One recorded decision, with its outcomes, overrides and final_status",
+        "The record: the answer as given, the application, the model, outcomes, overrides.",
+    )
+    one["parameters"] = [_DECISION_ID_PARAMETER]
+    override["parameters"] = [_DECISION_ID_PARAMETER]
+    listed = _record_operation(
+        "The decisions on one Loan_ID, newest first", "`decisions`: the records, newest first."
+    )
+    listed["parameters"] = [
+        {"name": "loan_id", "in": "query", "required": True, "schema": {"type": "string"}}
+    ]
+    return {
+        "/outcomes": {"post": outcomes},
+        "/decisions": {"get": listed},
+        "/decisions/{decision_id}": {"get": one},
+        "/decisions/{decision_id}/override": {"post": override},
+    }
+
+
 class OpenApiCorrections:
     """Rewrites /docs.json so it matches the service: title, description and the
     served model tag as version, the real shape of 400 bodies, the answers the
@@ -245,6 +348,12 @@ class OpenApiCorrections:
         spec["tags"] = TAGS
         spec.setdefault("paths", {}).update(open_inference_paths())
         components.setdefault("schemas", {}).update(open_inference_schemas())
+        spec["paths"].update(record_paths())
+        components["schemas"].update(record_schemas())
+        if self.key_required:
+            for path in record_paths():
+                for operation in spec["paths"][path].values():
+                    operation["security"] = [{BEARER_SCHEME: []}]
         for path in self.api_paths | {INFER_PATH}:
             for operation in spec.get("paths", {}).get(path, {}).values():
                 responses = operation.setdefault("responses", {})

@@ -21,9 +21,9 @@ import contextvars
 import hashlib
 import itertools
 import logging
-import queue
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -67,6 +67,10 @@ RETRY_AFTER_SECONDS: Final = 2
 # Delivery marks waiting for the store (while it is down) beyond this are dropped
 # with a log line: memory stays bounded however long an outage lasts.
 MAX_PENDING_MARKS: Final = 100_000
+# How long a delivery mark waits for a commit of records to carry it before the
+# marks' own thread commits it: under load a commit comes sooner, so marks cost
+# no sync of their own; an idle server's marks are written this much later.
+MARKS_LINGER_SECONDS: Final = 0.05
 # Challenger batches waiting for the store beyond this are not recorded (and are
 # counted as failures): the shadow never holds the champion's memory or time.
 MAX_PENDING_CHALLENGER_BATCHES: Final = 64
@@ -150,46 +154,64 @@ def prepare_store(settings: ServiceSettings) -> None:
 
 
 class DeliveryMarks:
-    """Marks answers delivered from a thread of its own, many per transaction: a
-    mark never waits for the store, and a burst of answers costs one commit."""
+    """Marks answers delivered, many per transaction, and never makes a mark wait
+    for the store. The store's writer carries the waiting marks in its next commit
+    of records (one commit, one sync, for both); this thread commits the marks no
+    commit of records took within MARKS_LINGER_SECONDS (an idle server's last
+    answers), and keeps them, bounded, while the store is down."""
 
     def __init__(self, store: DecisionStore) -> None:
         self.store = store
-        self.pending: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.waiting: list[str] = []
+        self.wake = threading.Event()
+        self.stopping = False
         self.thread = threading.Thread(target=self._run, name="delivery-marks", daemon=True)
         self.thread.start()
 
     def mark(self, answer_id: str) -> None:
-        self.pending.put(answer_id)
+        with self.lock:
+            self.waiting.append(answer_id)
+        self.wake.set()
+
+    def take(self) -> list[str]:
+        """Every waiting mark, for a commit that writes them."""
+        with self.lock:
+            taken, self.waiting = self.waiting, []
+        return taken
+
+    def give_back(self, answer_ids: list[str], reason: str) -> None:
+        """Marks whose commit failed: they wait again (the newest MAX_PENDING_MARKS)."""
+        with self.lock:
+            self.waiting[:0] = answer_ids
+            dropped = len(self.waiting) - MAX_PENDING_MARKS
+            if dropped > 0:
+                logger.error("dropping %d delivery marks: %s", dropped, reason)
+                del self.waiting[:dropped]
 
     def close(self) -> None:
-        self.pending.put(None)
+        self.stopping = True
+        self.wake.set()
         self.thread.join(10)
 
     def _run(self) -> None:
-        waiting: list[str] = []
-        stop = False
-        while not stop:
-            # While marks wait for a store that is down, try again every second.
-            try:
-                items = [self.pending.get(timeout=1.0 if waiting else None)]
-            except queue.Empty:
-                items = []
-            while not self.pending.empty():
-                items.append(self.pending.get())
-            stop = None in items
-            waiting.extend(item for item in items if item is not None)
-            if not waiting:
-                continue
-            try:
-                self.store.mark_delivered(waiting)
-                waiting = []
-            except StoreUnavailable as exc:
-                if len(waiting) > MAX_PENDING_MARKS:
-                    logger.error(
-                        "dropping %d delivery marks: %s", len(waiting) - MAX_PENDING_MARKS, exc
-                    )
-                    waiting = waiting[-MAX_PENDING_MARKS:]
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            if not self.stopping:
+                time.sleep(MARKS_LINGER_SECONDS)
+            taken = self.take()
+            if taken:
+                try:
+                    self.store.mark_delivered(taken)
+                except StoreUnavailable as exc:
+                    self.give_back(taken, str(exc))
+                    if not self.stopping:
+                        # While the store is down, try again every second.
+                        time.sleep(1.0)
+                        self.wake.set()
+            if self.stopping:
+                return
 
 
 class DecisionRecorder:
@@ -374,9 +396,12 @@ class DecisionRecorder:
 
     def _commit_now(self, answers: list[Answer], tickets: list[RequestTicket]) -> None:
         assert self.store is not None
+        marks = self.marks.take() if self.marks is not None else []
         try:
-            refused = {a.answer_id for a in self.store.record(answers)}
+            refused = {a.answer_id for a in self.store.record(answers, delivered=marks)}
         except StoreUnavailable as exc:
+            if self.marks is not None and marks:
+                self.marks.give_back(marks, str(exc))
             self._failed(str(exc))
             for ticket in tickets:
                 ticket.store_error = str(exc)

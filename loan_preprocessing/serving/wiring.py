@@ -12,7 +12,7 @@ from typing import Any
 import bentoml
 
 from loan_preprocessing.schema import TARGET_COLUMN, LoanApplication, predict_request_model
-from loan_preprocessing.serving import open_inference
+from loan_preprocessing.serving import decisions_api, open_inference, outcomes_api
 from loan_preprocessing.serving.decisions_api import BarePath
 from loan_preprocessing.serving.guards import (
     JSON_MEDIA_TYPE,
@@ -81,7 +81,7 @@ def middleware_stack(
         # Inside the concurrency limit, so a request holds its slot until its
         # answer is delivered; outside everything that can answer for the routes.
         (DecisionDelivery, {"replayers": REPLAYERS, "recorder": _worker_recorder}),
-        (BarePath, {}),
+        (BarePath, {"mounts": (decisions_api.MOUNT, outcomes_api.MOUNT)}),
         (DocsPage, {}),
         (
             OpenApiCorrections,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -41,6 +42,20 @@ def _predict(server, rows, headers=None) -> httpx.Response:
     return httpx.post(
         f"{server.url}/predict", json={"applications": rows}, headers=headers, timeout=60
     )
+
+
+def _predict_retrying(server, rows) -> httpx.Response:
+    """/predict as the documented client does: a 503 from the store (a commit that
+    waited out its lock under a loaded disk) is retried after its Retry-After, at
+    most three times. A 503 recorded nothing, so a retried request is still
+    recorded once."""
+    for _ in range(3):
+        response = _predict(server, rows)
+        if response.status_code != 503:
+            return response
+        assert "decision store" in response.json()["error"], response.text
+        time.sleep(float(response.headers["Retry-After"]))
+    return _predict(server, rows)
 
 
 def _v2_body(rows: list[dict]) -> dict:
@@ -86,8 +101,9 @@ def test_predict_answers_under_concurrency_are_each_recorded_once(served):
     # must still find its own decisions and ids.
     sent = [applications(1 + i % 3, prefix="P") for i in range(30)]
     with ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(lambda rows: _predict(served, rows), sent))
-    assert [r.status_code for r in responses] == [200] * len(sent)
+        responses = list(pool.map(lambda rows: _predict_retrying(served, rows), sent))
+    refused = [(r.status_code, r.text) for r in responses if r.status_code != 200]
+    assert not refused
     answered = [
         (a, d)
         for rows, r in zip(sent, responses, strict=True)

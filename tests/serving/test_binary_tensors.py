@@ -9,13 +9,18 @@ import struct
 import httpx
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
-from loan_preprocessing.schema import EXAMPLE_APPLICATION
+from loan_preprocessing.inputs.columns import ColumnsValidationError, validate_columns
+from loan_preprocessing.schema import CATEGORY_LEVELS, EXAMPLE_APPLICATION, ID_COLUMN
 from loan_preprocessing.serving.binary_tensors import (
+    FIXED_DTYPES,
     BinaryTensorError,
     attach_inputs,
     binary_answer,
     decode,
+    decode_strings,
     encode,
     json_length,
     wants_binary,
@@ -25,6 +30,9 @@ from loan_preprocessing.serving.open_inference import (
     INFER_PATH,
     INPUT_DATATYPES,
     SERVER_NAME,
+    InferenceRequest,
+    RequestError,
+    columns_of,
     parse_request,
 )
 from tests.support.server import bentoml_serve
@@ -62,6 +70,213 @@ def test_malformed_binary_data_names_the_input(datatype, raw, message):
     assert "'Property_Area'" in str(caught.value)
 
 
+class Refused(ValueError):
+    """The reference decoder's refusal; its message is the kind of problem."""
+
+
+def reference_strings(raw: bytes) -> list[str]:
+    """The BYTES layout read the plain way: the framing first (each value's 4-byte
+    length, then that many bytes, filling the buffer exactly), then each value as
+    UTF-8."""
+    chunks, offset = [], 0
+    while offset < len(raw):
+        if len(raw) - offset < 4:
+            raise Refused("4-byte length is cut short")
+        size = int.from_bytes(raw[offset : offset + 4], "little")
+        offset += 4
+        if offset + size > len(raw):
+            raise Refused(f"a BYTES value of {size} bytes runs past")
+        chunks.append(raw[offset : offset + size])
+        offset += size
+    try:
+        return [chunk.decode("utf-8") for chunk in chunks]
+    except UnicodeDecodeError:
+        raise Refused("not UTF-8") from None
+
+
+def _framed(chunks: list[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(c)) + c for c in chunks)
+
+
+# Text with NUL, non-ASCII and astral characters; few distinct values, as in a
+# column of categories, or many.
+_TEXTS = st.lists(
+    st.one_of(st.sampled_from(["", "Urban", "Semiurban", "\0", "é", "\0a", "a\0"]), st.text()),
+    max_size=40,
+)
+# Bytes that break UTF-8 inside a value: a stray continuation byte, an invalid
+# byte, a surrogate, an overlong NUL, a character cut short.
+_BAD_UTF8 = st.sampled_from([b"\x80", b"\xff", b"\xed\xa0\x80", b"\xc0\x80", b"\xe2\x82"])
+
+
+@st.composite
+def _bytes_buffers(draw: st.DrawFn) -> bytes:
+    """A BYTES tensor's data: valid, or broken in one of the ways a client or a
+    truncated body breaks it, or any bytes at all."""
+    chunks = [t.encode() for t in draw(_TEXTS)]
+    raw = _framed(chunks)
+    kind = draw(st.sampled_from(["valid", "cut", "extra", "length", "utf8", "split", "any"]))
+    if kind == "cut" and raw:
+        return raw[: draw(st.integers(0, len(raw) - 1))]
+    if kind == "extra":
+        return raw + draw(st.binary(min_size=1, max_size=6))
+    if kind == "length" and chunks:
+        at = draw(st.integers(0, len(chunks) - 1))
+        start = sum(4 + len(c) for c in chunks[:at])
+        length = draw(st.sampled_from([0xFFFFFFFF, 0x80000000, len(raw), len(chunks[at]) + 1]))
+        return raw[:start] + struct.pack("<I", length) + raw[start + 4 :]
+    if kind == "utf8":
+        at = draw(st.integers(0, len(chunks)))
+        return _framed([*chunks[:at], b"ok" + draw(_BAD_UTF8), *chunks[at:]])
+    if kind == "split":
+        # A two-byte character cut between two values: the whole is UTF-8, each
+        # value is not.
+        return _framed([*chunks, "é".encode()[:1], "é".encode()[1:]])
+    if kind == "any":
+        return draw(st.binary(max_size=64))
+    return raw
+
+
+@settings(max_examples=600, deadline=None)
+@given(_bytes_buffers())
+def test_the_bytes_decoder_agrees_with_the_plain_reading(raw):
+    """The same values as the reference on every valid buffer; the same refusal
+    (the same kind of problem, naming the input) on every invalid one."""
+    try:
+        expected: list[str] | Refused = reference_strings(raw)
+    except Refused as refused:
+        expected = refused
+    if isinstance(expected, Refused):
+        with pytest.raises(BinaryTensorError, match=str(expected)) as caught:
+            decode_strings("Property_Area", memoryview(raw))
+        assert str(caught.value).startswith("input 'Property_Area': ")
+    else:
+        decoded = decode_strings("Property_Area", memoryview(raw))
+        assert decoded.tolist() == expected
+        assert len(set(decoded.distinct)) == len(decoded.distinct)
+        assert decode("Property_Area", "BYTES", memoryview(raw)) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(sorted(FIXED_DTYPES)),
+    st.binary(max_size=80),
+)
+def test_numbers_are_read_as_their_declared_datatype(datatype, raw):
+    """Whole values of the datatype, little-endian, exactly; any other length refused."""
+    dtype = FIXED_DTYPES[datatype]
+    if datatype == "BOOL":
+        raw = bytes(b & 1 for b in raw)  # numpy's bool is a 0 or 1 byte
+    if len(raw) % dtype.itemsize:
+        with pytest.raises(BinaryTensorError, match="is not a whole number of"):
+            decode("LoanAmount", datatype, memoryview(raw))
+        return
+    values = decode("LoanAmount", datatype, memoryview(raw))
+    expected = [
+        struct.unpack_from("<" + _STRUCT_CODES[datatype], raw, i)[0]
+        for i in range(0, len(raw), dtype.itemsize)
+    ]
+    assert [type(v) for v in values] == [type(v) for v in expected]
+    # NaN is a NaN whatever its payload (which a conversion may quiet).
+    assert all(v == e or (v != v and e != e) for v, e in zip(values, expected, strict=True))
+
+
+_STRUCT_CODES = {
+    "BOOL": "?", "UINT8": "B", "UINT16": "H", "UINT32": "I", "UINT64": "Q", "INT8": "b",
+    "INT16": "h", "INT32": "i", "INT64": "q", "FP16": "e", "FP32": "f", "FP64": "d",
+}  # fmt: skip
+
+
+def _cell(name: str, datatype: str, clean: bool) -> st.SearchStrategy:
+    """One value of a column: any value its datatype holds, or (`clean`) one the
+    schema accepts."""
+    required = name in ("Education", "Property_Area", "ApplicantIncome", "CoapplicantIncome")
+    if name == ID_COLUMN and datatype == "BYTES":
+        return st.text("LP0123456789", max_size=12) if clean else st.text(max_size=12)
+    if datatype == "BYTES":
+        levels = [*CATEGORY_LEVELS.get(name, ("5720", "0")), *([] if required else [""])]
+        return (
+            st.sampled_from(levels)
+            if clean
+            else st.one_of(st.sampled_from([*levels, "Maybe"]), st.text())
+        )
+    if datatype == "INT64":
+        return st.sampled_from([0, 1]) if clean else st.sampled_from([0, 1, 2, -1])
+    if clean:
+        return st.sampled_from([12.0, 360.0, 5720.0, *([] if required else [float("nan")])])
+    return st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, 360.0, -1.0])
+    )
+
+
+@st.composite
+def _batches(draw: st.DrawFn) -> dict[str, tuple[str, list]]:
+    """Columns by name: (datatype, values). Mostly the schema's datatype, at times
+    another (text for a number, a number for a category)."""
+    rows = draw(st.integers(1, 12))
+    clean = draw(st.booleans())
+    batch = {}
+    for name, usual in INPUT_DATATYPES.items():
+        datatype = (
+            usual if clean else draw(st.sampled_from([usual] * 4 + ["BYTES", "FP64", "INT64"]))
+        )
+        cells = _cell(name, datatype, clean)
+        batch[name] = (datatype, draw(st.lists(cells, min_size=rows, max_size=rows)))
+    return batch
+
+
+def _verdict(request: InferenceRequest) -> object:
+    """What the service makes of a request: its validated columns, or the error."""
+    try:
+        columns, count = columns_of(request, max_rows=100)
+        values = validate_columns(columns, count).values
+    except RequestError as exc:
+        return ("request", str(exc))
+    except ColumnsValidationError as exc:
+        return ("validation", str(exc), exc.problems, exc.total)
+    # NaN is missing in a float column: compared as None.
+    return {
+        name: [None if type(v) is float and v != v else v for v in column.tolist()]
+        for name, column in values.items()
+    }
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_batches())
+def test_a_binary_request_is_validated_as_its_json_twin(batch):
+    """Every column sent in binary, or as JSON (NaN for a missing number, "" for a
+    missing text, as tritonclient sends them), in the schema's datatype or another:
+    the same validated columns, or the same refusal, word for word."""
+    inputs, parts = [], []
+    for name, (datatype, values) in batch.items():
+        if datatype == "BYTES":
+            raw = _framed([v.encode() for v in values])
+        else:
+            raw = np.array(values, dtype=FIXED_DTYPES[datatype]).tobytes()
+        parts.append(raw)
+        inputs.append(
+            {
+                "name": name,
+                "datatype": datatype,
+                "shape": [len(values), 1],
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        )
+    header = json.dumps({"inputs": inputs}).encode()
+    binary = parse_request(header + b"".join(parts), str(len(header)))
+    as_json = InferenceRequest.model_validate(
+        {
+            "inputs": [
+                {"name": n, "datatype": d, "shape": [len(v), 1], "data": v}
+                for n, (d, v) in batch.items()
+            ]
+        }
+    )
+    verdict = _verdict(binary)
+    event("accepted" if isinstance(verdict, dict) else verdict[0])
+    assert verdict == _verdict(as_json)
+
+
 def _header(*columns: tuple[str, str, int]) -> dict:
     return {
         "inputs": [
@@ -92,7 +307,10 @@ def test_a_binary_request_parses_as_its_json_twin():
     header = json.dumps(_header(("ApplicantIncome", "FP64", 8), ("Property_Area", "BYTES", 9)))
     body = header.encode() + struct.pack("<d", 5720.0) + strings("Urban")
     parsed = parse_request(body, str(len(header)))
-    assert [c.data for c in parsed.inputs] == [[5720.0], ["Urban"]]
+    assert [c.binary.tolist() for c in parsed.inputs if c.binary is not None] == [
+        [5720.0],
+        ["Urban"],
+    ]
     with pytest.raises(BinaryTensorError, match="are not JSON"):
         parse_request(body, "3")
 

@@ -1,16 +1,15 @@
-"""The model-risk reports from files (the Makefile's *-report targets):
+"""The model-risk reports (the Makefile's *-report targets):
 
-    python -m loan_preprocessing.operations.model_risk outcomes --decisions d.jsonl
-        --outcomes o.csv [--overrides v.csv] [--window M] [--since D] [--until D] [--json]
-    python -m loan_preprocessing.operations.model_risk overrides --decisions d.jsonl
-        --overrides v.csv [--json]
-    python -m loan_preprocessing.operations.model_risk challenger --decisions d.jsonl
-        --challenger c.csv [--outcomes o.csv] [--overrides v.csv] [--json]
+    python -m loan_preprocessing.operations.model_risk outcomes [--window M]
+        [--since D] [--until D] [--json]
+    python -m loan_preprocessing.operations.model_risk overrides [--json]
+    python -m loan_preprocessing.operations.model_risk challenger [--json]
 
-Decisions, and the challenger's decisions: from the decision store the service
-records in (LOAN_DECISION_STORE_URL, else the SQLite file beside the model store;
---url overrides), or from files given: --decisions, the store's JSON-lines export;
---challenger, CSV. Outcomes and overrides: CSV with the columns named in inputs.py.
+Every table a report reads comes from the decision store the service records in
+(LOAN_DECISION_STORE_URL, else the SQLite file beside the model store; --url
+overrides) unless a file is given for it: --decisions, the store's JSON-lines
+export; --outcomes, --overrides and --challenger, CSV with the columns named in
+inputs.py.
 """
 
 from __future__ import annotations
@@ -34,10 +33,13 @@ from loan_preprocessing.operations.model_risk.inputs import (
     read_overrides,
     store_challenger,
     store_decisions,
+    store_outcomes,
+    store_overrides,
 )
 from loan_preprocessing.operations.model_risk.outcomes import format_outcomes, outcomes_report
 from loan_preprocessing.operations.model_risk.overrides import format_overrides, overrides_report
 from loan_preprocessing.records.location import store_url_from_environment
+from loan_preprocessing.records.migrations import SchemaOutOfDate
 from loan_preprocessing.records.store import DecisionStore, StoreUnavailable
 
 
@@ -56,10 +58,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--until", type=pd.Timestamp, help="decisions before (UTC)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap intervals")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = parser.parse_args(argv)
-    if args.report in ("outcomes", "overrides") and getattr(args, args.report) is None:
-        parser.error(f"the {args.report} report needs --{args.report}")
-    return args
+    return parser.parse_args(argv)
+
+
+# The tables each report reads.
+TABLES = {
+    "outcomes": ("decisions", "outcomes", "overrides"),
+    "overrides": ("decisions", "overrides"),
+    "challenger": ("decisions", "challenger", "outcomes", "overrides"),
+}
 
 
 def _utc(moment: pd.Timestamp | None) -> pd.Timestamp | None:
@@ -72,22 +79,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start, end = _utc(args.since), _utc(args.until)
     store = None
-    if args.decisions is None or (args.report == "challenger" and args.challenger is None):
+    if any(getattr(args, table) is None for table in TABLES[args.report]):
         store = DecisionStore(args.url or store_url_from_environment())
     try:
+        if store is not None:
+            store.prepare()
         decisions = (
             read_decisions(args.decisions)
             if args.decisions is not None
             else store_decisions(store, start, end)  # type: ignore[arg-type]
         )
-        outcomes = read_outcomes(args.outcomes)
-        overrides = read_overrides(args.overrides)
+        outcomes = (
+            read_outcomes(args.outcomes)
+            if args.outcomes is not None or store is None
+            else store_outcomes(store, start, end)
+        )
+        overrides = (
+            read_overrides(args.overrides)
+            if args.overrides is not None or store is None
+            else store_overrides(store, start, end)
+        )
         challenger = (
             read_challenger(args.challenger)
             if args.challenger is not None or store is None
             else store_challenger(store, start, end)
         )
-    except (OSError, TableError, StoreUnavailable) as exc:
+    except (OSError, TableError, StoreUnavailable, SchemaOutOfDate) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

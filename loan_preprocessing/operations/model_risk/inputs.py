@@ -1,7 +1,7 @@
-"""The reports' frames, read from the decision store (decisions and the
-challenger's), or from files: decisions as the store exports them (JSON lines,
-one record per decision), outcomes, overrides and challenger decisions as CSV
-files with the columns frames.py names."""
+"""The reports' frames, read from the decision store (decisions, the
+challenger's, outcomes and overrides), or from files: decisions as the store
+exports them (JSON lines, one record per decision), outcomes, overrides and
+challenger decisions as CSV files with the columns frames.py names."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from loan_preprocessing.operations.model_risk.frames import (
 )
 from loan_preprocessing.reason_codes import REASON_SEPARATOR
 from loan_preprocessing.records.challenger import export_challenger
+from loan_preprocessing.records.outcomes import export_outcomes, export_overrides
 from loan_preprocessing.records.store import DecisionStore
 from loan_preprocessing.schema import ID_COLUMN, OUTCOMES
 
@@ -141,4 +142,22 @@ def store_challenger(
         columns=list(CHALLENGER_COLUMNS),
     )
     frame[PROBABILITY] = frame[PROBABILITY].astype("float64")
+    return frame
+
+
+def store_outcomes(
+    store: DecisionStore, start: datetime | None = None, end: datetime | None = None
+) -> pd.DataFrame:
+    """The outcomes of the decisions answered in [start, end), from the store."""
+    frame = pd.DataFrame(list(export_outcomes(store, start, end)), columns=list(OUTCOME_COLUMNS))
+    frame[OBSERVED_ON] = pd.to_datetime(frame[OBSERVED_ON], utc=True)
+    return frame
+
+
+def store_overrides(
+    store: DecisionStore, start: datetime | None = None, end: datetime | None = None
+) -> pd.DataFrame:
+    """The overrides of the decisions answered in [start, end), oldest first."""
+    frame = pd.DataFrame(list(export_overrides(store, start, end)), columns=list(OVERRIDE_COLUMNS))
+    frame[OVERRIDDEN_AT] = pd.to_datetime(frame[OVERRIDDEN_AT], utc=True, format="ISO8601")
     return frame

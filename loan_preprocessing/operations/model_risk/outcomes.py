@@ -29,16 +29,19 @@ from loan_preprocessing.operations.model_risk.frames import (
     OBSERVED_ON,
     OUTCOME,
     PROBABILITY,
+    STATUS,
     final_statuses,
     is_bad,
     latest_overrides,
     number,
     rate_by_group,
 )
-from loan_preprocessing.schema import APPROVED, NO_PERFORMANCE_OUTCOMES
+from loan_preprocessing.schema import APPROVED, ID_COLUMN, NO_PERFORMANCE_OUTCOMES
 
 # P(Y) bins of the calibration table and of the scores' PSI: tenths.
 SCORE_BINS: Final = np.linspace(0.0, 1.0, 11)
+# Overridden decisions listed by name in the report (all are counted).
+MARKED_EXAMPLES: Final = 50
 SELECTION_BIAS: Final = (
     "Outcomes exist only for approved applications: nobody observes whether a rejected "
     "applicant would have repaid. Bad rate, AUC and calibration below are measured on "
@@ -130,6 +133,10 @@ def performance(frame: pd.DataFrame, seed: int, groups: bool = True) -> dict[str
         "withdrawn": int(with_outcome[OUTCOME].isin(NO_PERFORMANCE_OUTCOMES).sum()),
         "with_repayment_outcome": len(performing),
         "overridden_with_outcome": int(performing["overridden"].sum()),
+        # Bad rates apart: the loans approved as the model decided them, and
+        # those approved by a person's override (N->Y) or kept after one.
+        "bad_rate_not_overridden": _share(bad[~performing["overridden"].to_numpy()]),
+        "bad_rate_overridden": _share(bad[performing["overridden"].to_numpy()]),
         "bad": int(bad.sum()),
         "bad_rate": number(bad.mean()) if len(performing) else None,
         "roc_auc": roc_auc(good, scores),
@@ -198,8 +205,32 @@ def outcomes_report(
         "approved_without_outcome": int(
             ((frame["final_status"] == APPROVED) & frame[OUTCOME].isna()).sum()
         ),
+        "overridden": overridden_decisions(frame),
         "versions": versions,
     }
+
+
+def _share(flags: np.ndarray) -> float | None:
+    return number(flags.mean()) if len(flags) else None
+
+
+def overridden_decisions(frame: pd.DataFrame) -> dict[str, Any]:
+    """The overridden decisions, marked: how many, and the first
+    MARKED_EXAMPLES (oldest first) with the model's status, the final one and
+    the outcome."""
+    marked = frame[frame["overridden"]].sort_values(DECIDED_AT, kind="stable")
+    examples = [
+        {
+            DECISION_ID: str(row[DECISION_ID]),
+            ID_COLUMN: None if pd.isna(row[ID_COLUMN]) else str(row[ID_COLUMN]),
+            MODEL_TAG: str(row[MODEL_TAG]),
+            "model_status": str(row[STATUS]),
+            "final_status": str(row["final_status"]),
+            OUTCOME: None if pd.isna(row[OUTCOME]) else str(row[OUTCOME]),
+        }
+        for _, row in marked.head(MARKED_EXAMPLES).iterrows()
+    ]
+    return {"count": len(marked), "examples": examples}
 
 
 def _windows(frame: pd.DataFrame, periods: pd.Series, seed: int) -> list[dict[str, Any]]:
@@ -234,7 +265,9 @@ def format_outcomes(report: dict[str, Any]) -> str:
             f"({v['overridden']} overridden), {v['approved_with_outcome']} approved with an "
             f"outcome ({v['withdrawn']} withdrawn), bad rate {_pct(v['bad_rate'])}, "
             f"ROC AUC {v['roc_auc']}, Brier {v['calibration']['brier']}, "
-            f"ECE {v['calibration']['expected_calibration_error']}",
+            f"ECE {v['calibration']['expected_calibration_error']}; bad rate as the model "
+            f"approved {_pct(v['bad_rate_not_overridden'])}, as overridden "
+            f"{_pct(v['bad_rate_overridden'])}",
             f"  {'period':<10} {'decided':>8} {'approved':>8} {'outcome':>8} "
             f"{'bad rate':>8} {'AUC':>6} {'score PSI':>9}",
         ]
@@ -257,6 +290,16 @@ def format_outcomes(report: dict[str, Any]) -> str:
                 for level, g in groups.items()
             )
             lines.append(f"  bad rate by {name}: {cells}")
+    marked = report["overridden"]
+    if marked["count"]:
+        lines += ["", f"overridden decisions: {marked['count']} (model -> final, outcome)"]
+        lines += [
+            f"  {e['decision_id']} {e['Loan_ID'] or '-'} {e['model_status']} -> "
+            f"{e['final_status']}, {e['outcome'] or 'no outcome yet'}"
+            for e in marked["examples"]
+        ]
+        if marked["count"] > len(marked["examples"]):
+            lines.append(f"  ... and {marked['count'] - len(marked['examples'])} more")
     return "\n".join(lines)
 
 
