@@ -22,9 +22,6 @@ import pytest
 from tests.conftest import REAL_TEST_CSV, require_real_data
 from tests.support.server import ROOT
 
-# Named in the manual as not there yet (model-risk.md's "Not yet available"):
-# the test holds the manual to that, so the page changes when the target comes.
-DOCUMENTED_AS_ABSENT = {"promote"}
 # The Makefile's stamps: `-o` keeps make from reinstalling a venv because a pin
 # changed, so a dry run or a cheap run never starts pip.
 STAMPS = [
@@ -174,24 +171,14 @@ def test_each_make_command_is_a_target_make_accepts(command: MakeCommand):
     """A dry run (`make -n`) of the command as written: the targets exist and are
     listed by `make help`, every variable is one the Makefile reads. Nothing is
     built or installed; `make -n image` only asks BentoML whether a Bento exists."""
-    targets = set(command.targets) - DOCUMENTED_AS_ABSENT
+    targets = set(command.targets)
     listed = make_targets()
     assert targets <= set(listed), f"{command.page}: {command.text}: not in `make help`"
     unknown = {name for name, _ in command.variables} - make_variables()
     assert not unknown, f"{command.page}: {command.text}: the Makefile reads no {unknown}"
-    if not targets and command.targets:
-        return  # only a target the manual says does not exist (tested below)
     assignments = [f"{name}={value}" for name, value in command.variables]
     dry = run_make(["-n", *sorted(targets), *assignments])
     assert dry.returncode == 0, f"{command.text}: {dry.stderr[-2000:]}"
-
-
-def test_targets_the_manual_calls_absent_are_absent():
-    shown = {t for command in MAKE_COMMANDS for t in command.targets}
-    assert shown >= DOCUMENTED_AS_ABSENT, "the manual no longer names them: drop them here"
-    assert not DOCUMENTED_AS_ABSENT & set(make_targets())
-    for target in DOCUMENTED_AS_ABSENT:
-        assert run_make(["-n", target]).returncode != 0
 
 
 NEEDS = {
