@@ -3,7 +3,7 @@
     python train.py [--data PATH] [--seed N] [--min-roc-auc F | --allow-low-auc]
                     [--min-adverse-impact-ratio F | --allow-adverse-impact]
                     [--cutoff F] [--auc-tolerance F] [--candidate NAME]
-                    [--report-dir DIR]
+                    [--search full|first-model] [--report-dir DIR]
 
 Steps: load the CSV, search every candidate of the declared search space (feature
 sets x hyperparameter grid) in one pass over the search's folds, score each out of
@@ -15,13 +15,16 @@ floor or below the adverse-impact floor, and save it as `loan_approval:<version>
 with its metrics, lineage, frontier, selection, proxy test, cutoff and fairness
 audit, its training report (plots), its model card, the reference profile of its
 training data that drift reports compare with, and the reference population its
-rejections are explained against (reasons.py).
+rejections are explained against (reasons.py). `--search first-model` runs the
+reduced search of the first model `make serve` trains (search.FIRST_MODEL_SEARCH),
+and the model's metadata, card and labels say so.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -38,8 +41,9 @@ import sklearn
 import skops
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
-from sklearn.model_selection import cross_val_predict, train_test_split
+from sklearn.model_selection import ParameterGrid, cross_val_predict, train_test_split
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from loan_preprocessing.data import (
     DEFAULT_DATA_PATH,
@@ -60,12 +64,15 @@ from loan_preprocessing.model.search import (
     CANDIDATE_NAMES,
     CANDIDATES,
     DECISION_THRESHOLD,
+    FULL_SEARCH,
     MONOTONIC_FEATURES,
-    PARAM_GRID,
     SEARCH_FOLDS,
     SEARCH_SCORING,
+    SEARCHES,
     Candidate,
+    SearchSpace,
     fit_candidate,
+    make_pipeline,
     make_search,
     search_candidates,
     search_folds,
@@ -133,6 +140,8 @@ class TrainingResult:
     candidate: Candidate = CANDIDATES[0]
     selection: dict[str, Any] | None = None
     cutoff_curve: dict[str, Any] | None = None
+    # The declared search that made it.
+    search: SearchSpace = FULL_SEARCH
 
 
 def search_and_fit(
@@ -141,10 +150,17 @@ def search_and_fit(
     seed: int,
     verbose: int = 1,
     feature_set: Sequence[str] = MODEL_FEATURES,
+    grid: dict[str, list[Any]] = FULL_SEARCH.grid,
 ) -> tuple[Pipeline, dict[str, Any]]:
     """Grid search of one feature set on the rows given (and only those); returns
-    the best pipeline, refitted on them, and its parameters."""
-    search = make_search(seed, verbose=verbose, features=feature_set).fit(features, target)
+    the best pipeline, refitted on them, and its parameters. A grid of one point
+    is that point's fit (the search's refit), without cross-validating it."""
+    points = list(ParameterGrid(grid))
+    if len(points) == 1:
+        pipeline = make_pipeline(seed, feature_set).set_params(**points[0])
+        return pipeline.fit(features, target), dict(points[0])
+    search = make_search(seed, verbose=verbose, features=feature_set, grid=grid)
+    search.fit(features, target)
     return search.best_estimator_, dict(search.best_params_)
 
 
@@ -170,13 +186,17 @@ def train(
     cutoff: float = DECISION_THRESHOLD,
     auc_tolerance: float = DEFAULT_AUC_TOLERANCE,
     keep: str | None = None,
+    search: SearchSpace = FULL_SEARCH,
 ) -> TrainingResult:
-    """Search every candidate on every row's folds and choose one by the rule (or
-    `keep`); held-out and classic-split evaluation of its feature set, then its
-    fit on every row."""
+    """Search every candidate of `search` on every row's folds and choose one by
+    the rule (or `keep`); held-out and classic-split evaluation of its feature set,
+    then its fit on every row."""
     log = print if verbose else (lambda *_: None)
-    log(f"[1/4] {len(CANDIDATES)} candidates x {_grid_size()} grid points on {SEARCH_FOLDS} folds")
-    searched = search_candidates(features, target, seed)
+    log(
+        f"[1/4] {len(search.candidates)} candidates x {search.grid_size} grid points "
+        f"on {SEARCH_FOLDS} folds ({search.name} search)"
+    )
+    searched = search_candidates(features, target, seed, search.candidates, search.grid)
     frontier = score_frontier(features, target, searched, cutoff, seed)
     selection = select(frontier, auc_tolerance, keep)
     chosen = next(r for r in searched if r.candidate.name == selection["chosen"])
@@ -188,13 +208,13 @@ def train(
     )
     log(f"[2/4] searching its grid on {len(train_y)} rows, holding out {len(test_y)}")
     feature_set = chosen.candidate.features
-    pipeline, _ = search_and_fit(train_x, train_y, seed, verbose, feature_set)
+    pipeline, _ = search_and_fit(train_x, train_y, seed, verbose, feature_set, search.grid)
     held_out = Holdout(pipeline, test_x, test_y, pipeline.predict_proba(test_x)[:, 1])
     holdout = scores(test_y, held_out.probabilities, threshold)
 
     log("[3/4] the classic split (test_size=0.25, random_state=42)")
     c_train_x, c_test_x, c_train_y, c_test_y = train_test_split(features, target, **CLASSIC_SPLIT)
-    c_pipeline, _ = search_and_fit(c_train_x, c_train_y, seed, verbose, feature_set)
+    c_pipeline, _ = search_and_fit(c_train_x, c_train_y, seed, verbose, feature_set, search.grid)
     classic = evaluate(c_pipeline, threshold, c_test_x, c_test_y)
 
     log(f"[4/4] fitting {chosen.candidate.name} on all {len(target)} rows")
@@ -220,11 +240,8 @@ def train(
         chosen.candidate,
         selection,
         cutoff_curve(out_of_fold, target, threshold),
+        search,
     )
-
-
-def _grid_size() -> int:
-    return int(np.prod([len(v) for v in PARAM_GRID.values()]))
 
 
 def out_of_fold_probabilities(
@@ -291,8 +308,10 @@ def build_metadata(
         PROXY_TEST_KEY: proxy,
         "hyperparameters": {k: _plain(v) for k, v in result.best_params.items()},
         "search": {
-            "candidates": {c.name: list(c.features) for c in CANDIDATES},
-            "grid": {k: [_plain(v) for v in vs] for k, vs in PARAM_GRID.items()},
+            "name": result.search.name,
+            "purpose": search_purpose(result.search, data_path),
+            "candidates": {c.name: list(c.features) for c in result.search.candidates},
+            "grid": {k: [_plain(v) for v in vs] for k, vs in result.search.grid.items()},
             "monotonic_constraints": dict(MONOTONIC_FEATURES),
             "folds": SEARCH_FOLDS,
             "scoring": SEARCH_SCORING,
@@ -314,6 +333,15 @@ def build_metadata(
             "bentoml": bentoml.__version__,
         },
     }
+
+
+def search_purpose(search: SearchSpace, data_path: Path) -> str:
+    """What the search made, in a sentence; a first model on the synthetic sample says so."""
+    if search is FULL_SEARCH:
+        return search.purpose
+    synthetic = data_path.resolve() == DEFAULT_DATA_PATH.resolve()
+    data = "the synthetic sample, which says nothing about real applicants" if synthetic else None
+    return search.purpose + (f"; trained on {data}" if data else f"; trained on {data_path.name}")
 
 
 def save_model(
@@ -413,6 +441,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=CANDIDATE_NAMES,
         help="keep this candidate instead of the rule's choice (the card says so)",
     )
+    parser.add_argument(
+        "--search",
+        choices=tuple(SEARCHES),
+        default=FULL_SEARCH.name,
+        help="the declared search to run: the whole one (default), or the reduced one of "
+        "the first model `make serve` trains when the store is empty",
+    )
     parser.add_argument("--quiet", action="store_true", help="no search progress")
     return parser.parse_args(argv)
 
@@ -457,8 +492,31 @@ def _text(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+# OpenMP threads for training when OMP_NUM_THREADS does not say: one. On a few
+# hundred rows the boosting gains nothing from threads, and on a busy machine
+# OpenMP's spinning threads multiply the work: the first model took 138 s of CPU
+# (708 s wall) with the default threads and 9 s (69 s wall) with one, on 2 cores
+# at a load average of 11.
+TRAINING_THREADS: Final = 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    threads = None if "OMP_NUM_THREADS" in os.environ else TRAINING_THREADS
+    with threadpool_limits(limits=threads, user_api="openmp"):
+        return run(argv)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Parse the arguments, train, check the floors, save (main's body)."""
     args = parse_args(argv)
+    searched_names = [c.name for c in SEARCHES[args.search].candidates]
+    if args.candidate and args.candidate not in searched_names:
+        print(
+            f"error: the {args.search} search has no candidate {args.candidate!r} "
+            f"(its candidates: {', '.join(searched_names)})",
+            file=sys.stderr,
+        )
+        return 2
     apply_project_defaults()
     try:
         features, target = features_and_target(read_applications(args.data))
@@ -485,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         cutoff=args.cutoff,
         auc_tolerance=args.auc_tolerance,
         keep=args.candidate,
+        search=SEARCHES[args.search],
     )
     # train() always selects and draws the cutoff curve.
     assert result.selection is not None and result.cutoff_curve is not None
@@ -523,13 +582,15 @@ def main(argv: list[str] | None = None) -> int:
     model = save_model(
         result,
         {**metadata, REASONS_METADATA_KEY: reference.metadata()},
-        {"data": args.data.name},
+        {"data": args.data.name, "search": result.search.name},
         report,
         build_reference_profile(features),
         f"{MODEL_NAME}: {label}",
         reference,
     )
     print(f"saved {model.tag}")
+    if result.search is not FULL_SEARCH:
+        print(f"  {metadata['search']['purpose']}")
     report_dir = args.report_dir / str(model.tag.version)
     write_report(report, report_dir, f"{model.tag}: {label}", model_tag=str(model.tag))
     print(f"report {report_dir}")

@@ -174,3 +174,35 @@ def test_first_model_says_the_sample_is_synthetic():
     assert "synthetic sample" in describe_data(Path("data/loan_sample.csv"))
     assert "DATA=" in describe_data(Path("data/loan_sample.csv"))
     assert describe_data(Path("/data/real.csv")) == "/data/real.csv"
+
+
+@pytest.mark.e2e
+def test_a_first_model_comes_from_the_reduced_search_and_says_so(tmp_path):
+    """What `make serve` runs on an empty store: a real training run, in a store of
+    its own, with the reduced search; the stored model passes the floors (it is
+    saved) and its metadata, label, card and the output say what it is."""
+    import yaml
+
+    from loan_preprocessing.model.search import FIRST_MODEL_SEARCH
+    from loan_preprocessing.operations.model_card import CARD_FILE
+
+    store = tmp_path / "store"
+    result = run(
+        [PYTHON, "-m", "loan_preprocessing.operations.first_model"],
+        env={"BENTOML_HOME": str(store)},
+        timeout=START_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training a first model from a reduced search" in result.stdout
+    assert "the synthetic sample" in result.stdout
+    [info] = list((store / "models" / "loan_approval").glob("*/model.yaml"))
+    model = yaml.safe_load(info.read_text())
+    search = model["metadata"]["search"]
+    assert search["name"] == FIRST_MODEL_SEARCH.name
+    assert search["purpose"].startswith("a first model from a reduced search")
+    assert "synthetic sample" in search["purpose"]
+    assert search["candidates"] == {c.name: list(c.features) for c in FIRST_MODEL_SEARCH.candidates}
+    assert model["labels"]["search"] == FIRST_MODEL_SEARCH.name
+    assert search["purpose"] in result.stdout
+    card = (info.parent / CARD_FILE).read_text()
+    assert f"This is {search['purpose']}." in card

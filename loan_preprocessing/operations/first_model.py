@@ -4,7 +4,10 @@
 
 The make targets that need a model (serve, build, score, the Spark ones) run
 this first, so each works from a fresh clone; a store that already has a model
-is left alone, in one line.
+is left alone, in one line. The first model comes from the reduced search
+(search.FIRST_MODEL_SEARCH: one candidate at one grid point, the same floors),
+so a first answer does not wait for the whole search; its metadata and card say
+so, and `make train` stores a fully searched version that supersedes it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from loan_preprocessing.environment import PROJECT_ROOT
+from loan_preprocessing.model.search import FIRST_MODEL_SEARCH
 from loan_preprocessing.model.store import stored_versions
 
 SYNTHETIC_SAMPLE: Final = Path("data/loan_sample.csv")
@@ -39,12 +43,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     store = os.environ.get("BENTOML_HOME", "~/bentoml")
     print(
-        f"make: the model store {store} has no model yet, so training one first "
-        f"(a minute or two on a quiet machine) on {describe_data(args.data)}",
+        f"make: the model store {store} has no model yet, so training a first model from a "
+        "reduced search (one candidate at one grid point, held to the same floors; "
+        "`make train` runs the whole search) on "
+        f"{describe_data(args.data)}",
         flush=True,
     )
     trained = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "train.py"), "--data", str(args.data), "--quiet"],
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "train.py"),
+            "--data",
+            str(args.data),
+            "--search",
+            FIRST_MODEL_SEARCH.name,
+            "--quiet",
+        ],
         check=False,
     )
     return trained.returncode

@@ -142,7 +142,8 @@ def build_card(pipeline: Pipeline, metadata: Mapping[str, Any], title: str) -> C
     card.add_plot(**{f"{FAIRNESS_BY_GROUP}/Approval rate by group": plot})
     selection = metadata[SELECTION_KEY]
     card.add_table(
-        description=alternatives_summary(selection), **{ALTERNATIVES: frontier_table(selection)}
+        description=alternatives_summary(selection, metadata.get("search")),
+        **{ALTERNATIVES: frontier_table(selection)},
     )
     card.add_plot(**{f"{ALTERNATIVES}/Candidates": f"{STORE_REPORT_DIR}/{FRONTIER_FILE}"})
     proxy = metadata[PROXY_TEST_KEY]
@@ -155,7 +156,9 @@ def build_card(pipeline: Pipeline, metadata: Mapping[str, Any], title: str) -> C
 
 def model_description(metadata: Mapping[str, Any]) -> str:
     params = ", ".join(f"{k.split('__')[-1]}={v}" for k, v in metadata["hyperparameters"].items())
-    return (
+    search = metadata.get("search") or {}
+    first = f"**This is {search['purpose']}.** " if search.get("name", "full") != "full" else ""
+    return first + (
         "One scikit-learn Pipeline: affordability features derived from the application "
         "(log incomes, instalment-to-income, credit history), median imputation, and a "
         "histogram gradient-boosting classifier of 3-leaf trees, monotonic in credit "
@@ -249,8 +252,16 @@ def cutoff_table(cutoff: Mapping[str, Any] | None) -> dict[str, list[Any]]:
     }
 
 
-def alternatives_summary(selection: Mapping[str, Any]) -> str:
+def alternatives_summary(
+    selection: Mapping[str, Any], search: Mapping[str, Any] | None = None
+) -> str:
     chosen = selection["chosen"]
+    if search and search.get("name", "full") != "full":
+        # A reduced search (the first model): no alternatives were compared.
+        return (
+            f"Not searched: this is {search['purpose']}. Rule: {selection['rule']}. "
+            f"Chosen: **{chosen}** (the only candidate)."
+        )
     text = (
         "Every candidate of the declared search space (the fields the model may read, all of "
         "them or all but one; each with the hyperparameter grid and the monotonic constraint in "

@@ -33,6 +33,8 @@ from loan_preprocessing.schema import PROTECTED_ATTRIBUTES
 # The columns of `list`: (heading, metadata path, format).
 LIST_COLUMNS: Final = (
     ("data", ("training_data", "file"), "{}"),
+    # "first-model" marks the reduced search of the model `make serve` trains first.
+    ("search", ("search", "name"), "{}"),
     ("rows", ("training_data", "rows"), "{}"),
     ("acc", ("metrics", "holdout_accuracy"), "{:.3f}"),
     ("ROC AUC", ("metrics", "holdout_roc_auc"), "{:.3f}"),
@@ -91,7 +93,7 @@ def format_list(models: Sequence[bentoml.Model], serving: str | None = None) -> 
         ]
         for index, m in enumerate(models)
     ]
-    return _table(headings, rows, right_from=4)
+    return _table(headings, rows, right_from=5)
 
 
 def _marks(model: bentoml.Model, newest: bool, serving: str | None) -> str:

@@ -42,6 +42,8 @@ def test_list_shows_every_version_newest_first(two_versions, capsys):
         assert f"AIR {name}" in lines[0]
         assert f"{audit[name]['adverse_impact_ratio']:.3f}" in old_line
     assert SAMPLE_CSV.name in new_line
+    # Both come from the whole search (a first model from `make serve` says first-model).
+    assert " search " in lines[0] and " full " in old_line and " full " in new_line
     # Without LOAN_MODEL_TAG a server serves the newest: both marks on one line.
     assert new_line.split()[1] == "latest,serves"
     assert old_line.split()[1] != "latest,serves"
