@@ -24,6 +24,7 @@ import pandas as pd
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from loan_preprocessing import deadline
 from loan_preprocessing.schema import (
     BATCH_COLUMNS,
     FEATURE_COLUMNS,
@@ -137,7 +138,9 @@ def read_records(text: TextIO | Iterable[str]) -> Iterator[tuple[int, dict[str, 
 def read_rows(text: TextIO | Iterable[str]) -> Iterator[tuple[int, list[str]]]:
     """The checked header (line 1), then each data row's raw cells with the line
     it starts on. Blank lines are skipped, not counted as rows; a row with the
-    wrong number of cells stops the reading with its line."""
+    wrong number of cells stops the reading with its line. Stops at a request's
+    deadline (loan_preprocessing/deadline.py): a file of blank lines is never
+    refused for its row count, and may be all the body limit allows."""
     reader = csv.reader(text)
     header = _next_row(reader)
     if header is None:
@@ -146,7 +149,11 @@ def read_rows(text: TextIO | Iterable[str]) -> Iterator[tuple[int, list[str]]]:
     check_header(header)
     yield HEADER_LINE, header
     line = reader.line_num + 1
+    read = 0
     while (cells := _next_row(reader)) is not None:
+        read += 1
+        if not read % deadline.CHECK_EVERY:
+            deadline.check()
         # A quoted cell may span lines: a row starts where the previous one ended.
         start, line = line, reader.line_num + 1
         if not any(cell.strip() for cell in cells):

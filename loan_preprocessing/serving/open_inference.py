@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
+from loan_preprocessing import deadline
 from loan_preprocessing.decide import ColumnDecisions, UnscoredRowError
 from loan_preprocessing.inputs.columns import RULES, ColumnsValidationError, validate_columns
 from loan_preprocessing.model.store import MODEL_NAME
@@ -162,10 +163,14 @@ class RequestError(ValueError):
 
 def columns_of(request: InferenceRequest, max_rows: int) -> tuple[dict[str, list[Any]], int]:
     """The request's columns by name, and how many rows they hold. A column is flat
-    (`shape [n]`) or one value per row (`shape [n, 1]`, flat or nested data)."""
+    (`shape [n]`) or one value per row (`shape [n, 1]`, flat or nested data).
+    Each pass over a column's values starts with a check of the request's
+    deadline (loan_preprocessing/deadline.py): a column holds as many values as
+    the body limit allows, whatever the row limit."""
     columns: dict[str, list[Any]] = {}
     rows: int | None = None
     for column in request.inputs:
+        deadline.check()
         if column.name in columns:
             raise RequestError(f"input {column.name!r} appears more than once")
         if len(column.shape) == 2 and column.shape[1] != 1:
@@ -173,8 +178,11 @@ def columns_of(request: InferenceRequest, max_rows: int) -> tuple[dict[str, list
         n = column.shape[0]
         data = column.data
         if data and all(isinstance(v, list) and len(v) == 1 for v in data):
+            deadline.check()
             data = [v[0] for v in data]
+        deadline.check()
         check_tensor_values(column.name, column.datatype, data)
+        deadline.check()
         # A tensor has no null: for a missing value clients send NaN (a number) or
         # an empty string (text), or null (MLServer); each means missing here, as
         # an empty cell does in a CSV file. An integer tensor has no NaN.
@@ -323,6 +331,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferenceRequest:
     if not isinstance(header, dict):
         raise BinaryTensorError("the JSON header is not an object")
     binary_tensors.attach_inputs(header, memoryview(body)[length:])
+    deadline.check()
     return InferenceRequest.model_validate(header)
 
 
@@ -358,10 +367,12 @@ async def infer(request: Request) -> Response:
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:20]]
         return _bad_request(f"not a V2 inference request: {errors[0]['msg']}", detail)
     try:
-        # The whole request is checked before anything is decided (or recorded).
+        # The whole request is checked before anything is decided (or recorded),
+        # each step stopping at the request's deadline.
         columns, count = columns_of(parsed, service.max_rows)
         wanted = wanted_outputs(parsed)
         validated = validate_columns(columns, count)
+        deadline.check()
         # In a thread: recording waits for the store's commit, which must not
         # hold up the worker's other requests.
         decided, decision_ids = await run_in_threadpool(
