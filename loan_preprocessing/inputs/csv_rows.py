@@ -53,6 +53,8 @@ KNOWN_COLUMNS: Final = (ID_COLUMN, *FEATURE_COLUMNS, *IGNORED_COLUMNS)
 # Past this many, a file is clearly the wrong one; more messages would not help.
 MAX_REPORTED_PROBLEMS: Final = MAX_LISTED_ERRORS
 HEADER_LINE: Final = 1
+# The refusal of a file with a header and no row (every batch path's words).
+NO_APPLICATIONS: Final = "the file has no applications"
 # A header far wider than any valid one (each known column at most once) is
 # refused before its names are examined: a client chooses the width, and a
 # 3 MB header of 400,000 names must cost no more than a glance.
@@ -115,7 +117,7 @@ def parse_csv_applications(data: CsvSource, max_rows: int | None = None) -> list
     if problems:
         raise CsvValidationError(problems, total)
     if not applications:
-        raise CsvValidationError([CsvProblem(HEADER_LINE, None, "the file has no applications")])
+        raise CsvValidationError([CsvProblem(HEADER_LINE, None, NO_APPLICATIONS)])
     return applications
 
 
