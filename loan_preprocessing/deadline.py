@@ -30,7 +30,7 @@ CHECK_EVERY: Final = 1024
 T = TypeVar("T")
 
 
-class DeadlinePassed(BaseException):  # noqa: N818 - a signal, as CancelledError is
+class DeadlinePassed(BaseException):
     """The request's deadline has passed: stop, the answer is the timeout's 504.
 
     A BaseException, as asyncio.CancelledError is and for its reason: it must

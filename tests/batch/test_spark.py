@@ -324,8 +324,10 @@ UNSCORABLE: Final = {
     "empty": b"",
     "blank": b"\n\n",
     # A Latin-1 byte on line 3, which Spark's reader alone would make U+FFFD.
-    "not utf-8": INPUT_HEADER.encode() + b"\n" + GOOD_LINE + GOOD_LINE.replace(b"Urban", b"Urb\xe4n"),
-}  # fmt: skip
+    "not utf-8": (
+        INPUT_HEADER.encode() + b"\n" + GOOD_LINE + GOOD_LINE.replace(b"Urban", b"Urb\xe4n")
+    ),
+}
 
 
 @pytest.mark.parametrize("name", list(UNSCORABLE))
