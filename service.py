@@ -18,6 +18,7 @@ import bentoml
 from bentoml.validators import ContentType
 from pydantic import SerializeAsAny
 
+from loan_preprocessing import deadline
 from loan_preprocessing.decide import ColumnDecisions, Scorer, Unscored
 from loan_preprocessing.inputs.columns import ValidatedColumns
 from loan_preprocessing.model.store import LocalBentoModel, get_model, model_metadata, tag_to_serve
@@ -217,8 +218,10 @@ class LoanApproval:
     ) -> tuple[ColumnDecisions, list[str] | None]:
         """Decide applications held as columns (the V2 endpoint, CSV uploads),
         recorded as /predict records its decisions (`answers` renders each row's
-        answer as the route gives it); the decisions and their ids."""
+        answer as the route gives it); the decisions and their ids. Nothing is
+        recorded once the request's deadline has passed (its answer is a 504)."""
         decided = self.scorer.decide_columns(columns)
+        deadline.check()
         decision_ids = self.recorder.record_columns(columns, decided, answers)
         if self.challenger is not None:
             self.recorder.record_challenger(

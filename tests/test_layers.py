@@ -21,7 +21,7 @@ LAYOUT_DOC: Final = ROOT / "docs" / "layout.md"
 
 # Lowest first. A part is a top-level module's name or a subpackage's name.
 LAYERS: Final[tuple[tuple[str, frozenset[str]], ...]] = (
-    ("contract", frozenset({"schema", "reason_codes", "environment"})),
+    ("contract", frozenset({"schema", "reason_codes", "environment", "deadline"})),
     ("inputs, model", frozenset({"inputs", "model"})),
     ("explanations", frozenset({"explanations"})),
     ("decisions", frozenset({"decide", "csv_output", "data", "synthetic"})),

@@ -37,6 +37,7 @@ from loan_preprocessing.csv_output import CSV_COLUMNS, column_csv_lines
 from loan_preprocessing.decide import Scorer, UnscoredRowError
 from loan_preprocessing.inputs.csv_rows import (
     HEADER_LINE,
+    NO_APPLICATIONS,
     CsvProblem,
     CsvValidationError,
     iter_csv_applications,
@@ -70,7 +71,7 @@ def score_stream(
             [CsvProblem(first_undecodable_line(source), None, "not UTF-8 text")]
         ) from None
     if not scored:
-        raise CsvValidationError([CsvProblem(HEADER_LINE, None, "the file has no applications")])
+        raise CsvValidationError([CsvProblem(HEADER_LINE, None, NO_APPLICATIONS)])
     return scored
 
 

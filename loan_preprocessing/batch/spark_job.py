@@ -65,10 +65,14 @@ from loan_preprocessing.environment import apply_project_defaults
 from loan_preprocessing.inputs.columns import CodedColumn, ValidatedColumns
 from loan_preprocessing.inputs.csv_columns import CellColumns, cell_columns
 from loan_preprocessing.inputs.csv_rows import (
+    HEADER_LINE,
+    NO_APPLICATIONS,
     Cell,
+    CsvProblem,
     CsvValidationError,
     application_from_record,
     check_header,
+    read_rows,
     read_value,
 )
 from loan_preprocessing.model.store import MODEL_NAME, ModelLoadError, get_model, load_pipeline
@@ -364,11 +368,17 @@ def _text(value: object) -> str | None:
 def read_applications(spark: SparkSession, path: str | Path) -> DataFrame:
     """The input as INPUT_COLUMNS. CSV cells are read as text (csv_rows parses the
     numbers, so an unparseable one is a rejected row, not a null or a failed job);
-    Parquet keeps its types. Unknown or missing required columns stop the job."""
+    Parquet keeps its types. Unknown or missing required columns stop the job, and
+    so does an input without a row; a local CSV file is first refused, in score_csv's
+    words, for a byte that is not UTF-8 (Spark's reader would make it U+FFFD and
+    go on) and for a header csv_rows refuses (an empty or blank file's included)."""
     from pyspark.sql import functions as F
 
     path = str(path)
-    if path.lower().endswith(".csv"):
+    is_csv = path.lower().endswith(".csv")
+    if is_csv:
+        for file in _local_files(path):
+            check_local_csv(file)
         frame = spark.read.options(**CSV_OPTIONS, inferSchema=False, encoding="UTF-8").csv(path)
     else:
         frame = spark.read.parquet(path)
@@ -379,6 +389,12 @@ def read_applications(spark: SparkSession, path: str | Path) -> DataFrame:
     except CsvValidationError as exc:
         problems = "; ".join(f"column {p.column}: {p.message}" for p in exc.problems)
         raise ValueError(f"{path}: {problems}") from None
+    if frame.isEmpty():
+        raise ValueError(
+            f"{path}: {CsvProblem(HEADER_LINE, None, NO_APPLICATIONS)}"
+            if is_csv
+            else f"{path}: the input has no applications"
+        )
     frame = frame.toDF(*names)
     return frame.select(
         *[
@@ -386,6 +402,38 @@ def read_applications(spark: SparkSession, path: str | Path) -> DataFrame:
             for name in INPUT_COLUMNS
         ]
     )
+
+
+def _local_files(path: str) -> list[Path]:
+    """The files Spark reads for `path` when it is a local file or directory
+    (Spark skips names starting with "_" or "."); none for anything else (a URI,
+    a glob), which Spark alone reads."""
+    local = Path(path)
+    if local.is_file():
+        return [local]
+    if local.is_dir():
+        return sorted(
+            f for f in local.iterdir() if f.is_file() and not f.name.startswith(("_", "."))
+        )
+    return []
+
+
+def check_local_csv(file: Path) -> None:
+    """Refuse, in score_csv's words (ValueError "<file>: line N: ..."), a CSV file
+    whose header csv_rows refuses or with a byte that is not UTF-8 anywhere: the
+    file is decoded once on the driver, a block at a time (about a second per GB)."""
+    from loan_preprocessing.batch.score_csv import first_undecodable_line
+
+    try:
+        with open(file, encoding="utf-8-sig", newline="") as text:
+            next(read_rows(text))  # the header, checked as every CSV path checks it
+            while text.read(1 << 20):
+                pass
+    except UnicodeDecodeError:
+        problem = CsvProblem(first_undecodable_line(file), None, "not UTF-8 text")
+        raise ValueError(f"{file}: {problem}") from None
+    except CsvValidationError as exc:
+        raise ValueError(f"{file}: {exc}") from None
 
 
 def score_dataframe(spark: SparkSession, frame: DataFrame, package: ModelPackage) -> DataFrame:

@@ -28,6 +28,7 @@ import pandas as pd
 from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
+from loan_preprocessing import deadline
 from loan_preprocessing.schema import LoanApplication
 
 # The same bound as the JSON API's and the CSV reader's error lists.
@@ -199,6 +200,7 @@ def check_columns(columns: Mapping[str, Column], rows: int) -> CheckedColumns:
             refused[:] = True
             problems += [FieldProblem(r, name, EXTRA_MESSAGE) for r in range(min(rows, 21))]
     for name, rule in RULES.items():
+        deadline.check()
         column = columns.get(name)
         if column is None:
             if rule.info.is_required():
@@ -331,7 +333,7 @@ def _by_value(rule: _FieldRule, column: Values) -> tuple[np.ndarray, list[FieldP
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
             messages.setdefault(int(error["loc"][0]), error["msg"])
-        for index, value in enumerate(distinct):
+        for index, value in enumerate(deadline.checked(distinct)):
             if index not in messages:
                 kept[index] = rule.item.validate_python(value)
     bad = np.flatnonzero(np.isin(codes, list(messages))).tolist()
@@ -344,7 +346,7 @@ def _value_by_value(rule: _FieldRule, cells: list[object]) -> tuple[np.ndarray, 
     verdicts: dict[tuple[type, object], tuple[object, str | None]] = {}
     out = np.empty(len(cells), dtype=object)
     problems = []
-    for row, value in enumerate(cells):
+    for row, value in enumerate(deadline.checked(cells)):
         try:
             key = (type(value), value)
             verdict = verdicts.get(key)

@@ -21,6 +21,7 @@ from typing import NoReturn
 import numpy as np
 import pandas as pd
 
+from loan_preprocessing import deadline
 from loan_preprocessing.inputs.columns import (
     CheckedColumns,
     CodedColumn,
@@ -65,6 +66,8 @@ def coded_cells(
     distinct: list[object] = []
     unreadable_values = []
     for index, value in enumerate(raw):
+        if not index % deadline.CHECK_EVERY:
+            deadline.check()
         try:
             distinct.append(typed_cell(name, read_value(name, value)))
         except ValueError:
@@ -86,6 +89,7 @@ def cell_columns(header: Sequence[str], rows: Sequence[Sequence[object]]) -> Cel
     for name, cells in zip(header, by_column, strict=True):
         if name in IGNORED_COLUMNS:
             continue
+        deadline.check()
         codes, uniques = pd.factorize(np.array(cells, dtype=object), use_na_sentinel=True)
         columns[name], bad = coded_cells(name, codes, uniques.tolist())
         unreadable |= bad

@@ -24,6 +24,7 @@ import pandas as pd
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from loan_preprocessing import deadline
 from loan_preprocessing.schema import (
     BATCH_COLUMNS,
     FEATURE_COLUMNS,
@@ -52,6 +53,8 @@ KNOWN_COLUMNS: Final = (ID_COLUMN, *FEATURE_COLUMNS, *IGNORED_COLUMNS)
 # Past this many, a file is clearly the wrong one; more messages would not help.
 MAX_REPORTED_PROBLEMS: Final = MAX_LISTED_ERRORS
 HEADER_LINE: Final = 1
+# The refusal of a file with a header and no row (every batch path's words).
+NO_APPLICATIONS: Final = "the file has no applications"
 # A header far wider than any valid one (each known column at most once) is
 # refused before its names are examined: a client chooses the width, and a
 # 3 MB header of 400,000 names must cost no more than a glance.
@@ -114,7 +117,7 @@ def parse_csv_applications(data: CsvSource, max_rows: int | None = None) -> list
     if problems:
         raise CsvValidationError(problems, total)
     if not applications:
-        raise CsvValidationError([CsvProblem(HEADER_LINE, None, "the file has no applications")])
+        raise CsvValidationError([CsvProblem(HEADER_LINE, None, NO_APPLICATIONS)])
     return applications
 
 
@@ -137,7 +140,9 @@ def read_records(text: TextIO | Iterable[str]) -> Iterator[tuple[int, dict[str, 
 def read_rows(text: TextIO | Iterable[str]) -> Iterator[tuple[int, list[str]]]:
     """The checked header (line 1), then each data row's raw cells with the line
     it starts on. Blank lines are skipped, not counted as rows; a row with the
-    wrong number of cells stops the reading with its line."""
+    wrong number of cells stops the reading with its line. Stops at a request's
+    deadline (loan_preprocessing/deadline.py): a file of blank lines is never
+    refused for its row count, and may be all the body limit allows."""
     reader = csv.reader(text)
     header = _next_row(reader)
     if header is None:
@@ -146,7 +151,11 @@ def read_rows(text: TextIO | Iterable[str]) -> Iterator[tuple[int, list[str]]]:
     check_header(header)
     yield HEADER_LINE, header
     line = reader.line_num + 1
+    read = 0
     while (cells := _next_row(reader)) is not None:
+        read += 1
+        if not read % deadline.CHECK_EVERY:
+            deadline.check()
         # A quoted cell may span lines: a row starts where the previous one ended.
         start, line = line, reader.line_num + 1
         if not any(cell.strip() for cell in cells):

@@ -10,7 +10,9 @@ the request parameter `binary_data_output`) come back the same way after the
 answer's JSON, whose length the answer's header of the same name gives.
 
 Decoding gives each input the `data` list a JSON client would have sent, so
-validation, limits and records are those of JSON V2.
+validation, limits and records are those of JSON V2. It stops at the request's
+deadline (loan_preprocessing/deadline.py): the values are counted against the
+row limit only once decoded, and the body limit allows millions of them.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Final
 
 import numpy as np
+
+from loan_preprocessing import deadline
 
 HEADER_LENGTH: Final = "inference-header-content-length"
 BINARY_MEDIA_TYPE: Final = "application/octet-stream"
@@ -87,6 +92,7 @@ def attach_inputs(request: dict[str, Any], binary: memoryview) -> dict[int, Tens
     offset = 0
     tensors: dict[int, Tensor] = {}
     for index, column in enumerate(inputs if isinstance(inputs, list) else []):
+        deadline.check()
         if not isinstance(column, dict):
             continue
         parameters = column.get("parameters")
@@ -147,7 +153,8 @@ def decode_strings(name: str, raw: memoryview) -> Strings:
     # (and so checked as UTF-8) once. Measured on 1000-value columns: numpy's walk
     # (every byte's next start, then doubling) takes 1-2x the loop's walk, and the
     # rest done with numpy (the values as rows of a byte matrix, np.unique) took
-    # 1.4x this whole loop; `python -m bench.v2_binary` times the walks.
+    # 1.4x this whole loop; `python -m bench.v2_binary` times the walks. The
+    # request's deadline is checked between blocks of values.
     data = raw.tobytes()
     position: dict[bytes, int] = {}
     codes: list[int] = []
@@ -158,13 +165,17 @@ def decode_strings(name: str, raw: memoryview) -> Strings:
     start = 0
     try:
         while offset < end:
-            start = offset + 4
-            offset = start + unpack(data, offset)[0]
-            value = data[start:offset]
-            code = code_of(value)
-            if code is None:
-                code = position[value] = len(position)
-            append(code)
+            deadline.check()
+            for _ in repeat(None, deadline.CHECK_EVERY):
+                start = offset + 4
+                offset = start + unpack(data, offset)[0]
+                value = data[start:offset]
+                code = code_of(value)
+                if code is None:
+                    code = position[value] = len(position)
+                append(code)
+                if offset >= end:
+                    break
     except struct.error:
         raise BinaryTensorError(
             f"input {name!r}: a BYTES value's 4-byte length is cut short"
@@ -173,6 +184,7 @@ def decode_strings(name: str, raw: memoryview) -> Strings:
         raise BinaryTensorError(
             f"input {name!r}: a BYTES value of {offset - start} bytes runs past the input's data"
         )
+    deadline.check()
     try:
         distinct = [value.decode() for value in position]
     except UnicodeDecodeError:

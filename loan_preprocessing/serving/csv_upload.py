@@ -8,6 +8,7 @@ from pathlib import Path
 
 from starlette.responses import JSONResponse, Response
 
+from loan_preprocessing import deadline
 from loan_preprocessing.csv_output import decisions_to_csv
 from loan_preprocessing.decide import ColumnDecisions, UnscoredRowError
 from loan_preprocessing.inputs.columns import ValidatedColumns
@@ -33,11 +34,13 @@ def csv_problems(exc: CsvValidationError) -> JSONResponse:
 
 
 def answer_csv_upload(file: Path, max_rows: int, decide_columns: DecideColumns) -> Response:
-    """Read and check the uploaded file whole, then decide every row of it."""
+    """Read and check the uploaded file whole, then decide every row of it. Both
+    stop at the request's deadline (loan_preprocessing/deadline.py)."""
     try:
         columns = parse_csv_columns(file, max_rows=max_rows)
     except CsvValidationError as exc:
         return csv_problems(exc)
+    deadline.check()
     try:
         decided, decision_ids = decide_columns(columns)
     except UnscoredRowError:

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from loan_preprocessing import deadline
 from loan_preprocessing.schema import MAX_LISTED_ERRORS, MORE_ERRORS_TYPE
 from loan_preprocessing.serving import binary_tensors, json_screen
 from loan_preprocessing.serving.middleware import Receive, Scope, Send, header, send_json
@@ -206,14 +207,19 @@ class DuplicateKey(ValueError):
 class _KeyCheck:
     """An object_pairs_hook for json.loads: raises DuplicateKey at the first key
     repeated within one object, and counts the keys outside `known` (the first
-    MAX_LISTED_PROBLEMS of them kept, in the order they end)."""
+    MAX_LISTED_PROBLEMS of them kept, in the order they end). Stops at the
+    request's deadline (loan_preprocessing/deadline.py)."""
 
     def __init__(self, known: frozenset[str]) -> None:
         self.known = known
         self.unknown: list[str] = []
         self.unknown_count = 0
+        self.objects = 0
 
     def __call__(self, pairs: list[tuple[str, Any]]) -> None:
+        self.objects += 1
+        if not self.objects % deadline.CHECK_EVERY:
+            deadline.check()
         keys = {key for key, _ in pairs}
         if len(keys) != len(pairs):
             seen: set[str] = set()
@@ -238,6 +244,7 @@ def json_problem(body: bytes, known_keys: frozenset[str]) -> dict[str, Any] | No
     the answer is always the exact check's."""
     if json_screen.passes(body, known_keys):
         return None
+    deadline.check()
     return exact_json_problem(body, known_keys)
 
 

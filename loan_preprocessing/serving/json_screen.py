@@ -31,6 +31,8 @@ from typing import Any, Final
 
 import jiter
 
+from loan_preprocessing import deadline
+
 # jiter refuses integers longer than this, as Python does by default; a lower
 # limit set in this process would make Python refuse what jiter accepts.
 JITER_MAX_INT_DIGITS: Final = 4300
@@ -39,7 +41,8 @@ JITER_MAX_INT_DIGITS: Final = 4300
 def passes(body: bytes, known_keys: frozenset[str]) -> bool:
     """True when `body` is JSON that repeats no key within an object and holds
     only `known_keys`, so exact_json_problem would find nothing; False when it
-    must look (the body may still be fine)."""
+    must look (the body may still be fine). Stops at the request's deadline
+    (loan_preprocessing/deadline.py) between its steps."""
     if 0 < sys.get_int_max_str_digits() < JITER_MAX_INT_DIGITS:
         return False
     try:
@@ -47,6 +50,7 @@ def passes(body: bytes, known_keys: frozenset[str]) -> bool:
         value = jiter.from_json(body)
     except ValueError:
         return False
+    deadline.check()
     objects = _objects(value, body.count(b"{"))
     if sum(map(len, objects)) != body.count(b":"):
         return False
@@ -59,6 +63,7 @@ def _objects(value: Any, braces: int) -> list[dict[str, Any]]:
     objects: list[dict[str, Any]] = []
     level = [value]
     while level:
+        deadline.check()
         dicts = [item for item in level if item.__class__ is dict]
         objects += dicts
         if len(objects) == braces:

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
+from loan_preprocessing import deadline
 from loan_preprocessing.decide import ColumnDecisions, UnscoredRowError
 from loan_preprocessing.inputs.columns import (
     RULES,
@@ -179,10 +180,14 @@ class RequestError(ValueError):
 
 def columns_of(request: InferenceRequest, max_rows: int) -> tuple[dict[str, Column], int]:
     """The request's columns by name, and how many rows they hold. A column is flat
-    (`shape [n]`) or one value per row (`shape [n, 1]`, flat or nested data)."""
+    (`shape [n]`) or one value per row (`shape [n, 1]`, flat or nested data).
+    Each pass over a column's values starts with a check of the request's
+    deadline (loan_preprocessing/deadline.py): a column holds as many values as
+    the body limit allows, whatever the row limit."""
     columns: dict[str, Column] = {}
     rows: int | None = None
     for column in request.inputs:
+        deadline.check()
         if column.name in columns:
             raise RequestError(f"input {column.name!r} appears more than once")
         if len(column.shape) == 2 and column.shape[1] != 1:
@@ -220,8 +225,11 @@ def columns_of(request: InferenceRequest, max_rows: int) -> tuple[dict[str, Colu
 def _json_values(name: str, datatype: str, data: list[Any]) -> list[Any]:
     """A JSON input's values, checked against its datatype, missing ones as None."""
     if data and all(isinstance(v, list) and len(v) == 1 for v in data):
+        deadline.check()
         data = [v[0] for v in data]
+    deadline.check()
     check_tensor_values(name, datatype, data)
+    deadline.check()
     # A tensor has no null: for a missing value clients send NaN (a number) or
     # an empty string (text), or null (MLServer); each means missing here, as
     # an empty cell does in a CSV file. An integer tensor has no NaN.
@@ -363,6 +371,7 @@ def parse_request(body: bytes, header_length: str | None) -> InferenceRequest:
     if not isinstance(header, dict):
         raise BinaryTensorError("the JSON header is not an object")
     tensors = binary_tensors.attach_inputs(header, memoryview(body)[length:])
+    deadline.check()
     parsed = InferenceRequest.model_validate(header)
     for index, tensor in tensors.items():
         parsed.inputs[index].attach(tensor)
@@ -401,10 +410,12 @@ async def infer(request: Request) -> Response:
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:20]]
         return _bad_request(f"not a V2 inference request: {errors[0]['msg']}", detail)
     try:
-        # The whole request is checked before anything is decided (or recorded).
+        # The whole request is checked before anything is decided (or recorded),
+        # each step stopping at the request's deadline.
         columns, count = columns_of(parsed, service.max_rows)
         wanted = wanted_outputs(parsed)
         validated = validate_columns(columns, count)
+        deadline.check()
         # In a thread: recording waits for the store's commit, which must not
         # hold up the worker's other requests.
         decided, decision_ids = await run_in_threadpool(

@@ -9,9 +9,14 @@ generation, whose collections then take 150-280 ms each and stall every request
 in flight: this was most of our p99 (measured with a gc callback in a worker).
 
 `RequestTimeout` is the same middleware, with the same 504 answer, except that its
-timer runs in an empty context and is cancelled as soon as the request is done.
-`install()` puts it where BentoML looks the middleware up when it builds a
-worker's app.
+timer runs in an empty context and is cancelled as soon as the request is done,
+and that the request's work stops at the timeout instead of running on unseen:
+BentoML cancels the request's task, which neither stops a worker thread nor
+interrupts work on the event loop (its timer cannot even fire until that work
+yields). So the request's task gets its deadline (loan_preprocessing/deadline.py),
+the long loops check it, and one that finds it passed raises DeadlinePassed,
+answered here with the same 504. `install()` puts it where BentoML looks the
+middleware up when it builds a worker's app.
 """
 
 from __future__ import annotations
@@ -23,32 +28,52 @@ from typing import Any
 from bentoml._internal.server.http import traffic
 from starlette.responses import JSONResponse
 
+from loan_preprocessing import deadline
+
 
 class RequestTimeout(traffic.TimeoutMiddleware):
-    """TimeoutMiddleware whose timer neither holds nor outlives the request. The
-    body is BentoML 1.4.40's, except for the timer's context and the `finally`."""
+    """TimeoutMiddleware whose timer neither holds nor outlives the request, and
+    whose request stops its work at the deadline. The body is BentoML 1.4.40's,
+    except for the timer's context, the deadline and the `finally`."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
+        expires = loop.time() + self.timeout
         # An empty context: the timer only touches `waiter`, and must not hold
         # the request's context (call_later copies the current one by default).
-        timer = loop.call_later(
-            self.timeout, self._set_timer_out, waiter, context=contextvars.Context()
-        )
+        timer = loop.call_at(expires, self._set_timer_out, waiter, context=contextvars.Context())
 
         async def _send(message: Any) -> None:
             if not waiter.done():
                 waiter.set_result(None)
             await send(message)
 
-        request = asyncio.ensure_future(self.app(scope, receive, _send), loop=loop)
+        stopped = False
+
+        async def run() -> None:
+            # In the request's own task: its context, and so every thread it
+            # starts, carries the deadline.
+            try:
+                with deadline.deadline_at(expires):
+                    await self.app(scope, receive, _send)
+            except deadline.DeadlinePassed:
+                # The work stopped at the deadline, maybe before the timer could
+                # fire (work on the event loop holds it up): answer now.
+                nonlocal stopped
+                stopped = True
+                if not waiter.done():
+                    waiter.set_exception(TimeoutError())
+
+        request = asyncio.ensure_future(run(), loop=loop)
         try:
             await waiter
         except TimeoutError:
-            if request.cancel():
+            # Nothing was sent yet (sending resolves the waiter). The work still
+            # running is cancelled; a thread of it stops at its next check.
+            if request.cancel() or stopped:
                 answer = JSONResponse(
                     {"error": f"Not able to process the request in {self.timeout} seconds"},
                     status_code=504,

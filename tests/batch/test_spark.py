@@ -21,7 +21,7 @@ import pytest
 from loan_preprocessing.csv_output import neutralised
 from loan_preprocessing.model.features import to_feature_frame
 from loan_preprocessing.model.store import PIPELINE_FILE, ModelLoadError
-from loan_preprocessing.schema import APPROVED, ID_COLUMN, REJECTED, TARGET_COLUMN
+from loan_preprocessing.schema import APPROVED, FEATURE_COLUMNS, ID_COLUMN, REJECTED, TARGET_COLUMN
 from loan_preprocessing.serving.middleware import MODEL_TAG_HEADER
 from tests.conftest import REAL_TEST_CSV
 from tests.support.server import ROOT, bentoml_serve
@@ -303,3 +303,52 @@ def test_csv_output_neutralises_formulas_and_keeps_identifiers(spark, real_model
     rejected = read_output(spark, tmp_path / "out" / REJECTED_DIR, "csv")
     assert sorted(r[ID_COLUMN] for r in scored) == sorted(neutralised(loan_id) for loan_id in ids)
     assert [r[ID_COLUMN] for r in rejected] == ["'=BAD"]
+
+
+def run_command(module: str, *args: str) -> subprocess.CompletedProcess:
+    """A batch command of the project, in its own process, on the session's store."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+INPUT_HEADER: Final = ",".join((ID_COLUMN, *FEATURE_COLUMNS))
+GOOD_LINE: Final = b"LP1,Male,No,0,Graduate,No,5720,0,110,360,1,Urban\n"
+# Files no batch path scores, and the reason every one of them gives.
+UNSCORABLE: Final = {
+    "header only": INPUT_HEADER.encode() + b"\n",
+    "empty": b"",
+    "blank": b"\n\n",
+    # A Latin-1 byte on line 3, which Spark's reader alone would make U+FFFD.
+    "not utf-8": (
+        INPUT_HEADER.encode() + b"\n" + GOOD_LINE + GOOD_LINE.replace(b"Urban", b"Urb\xe4n")
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(UNSCORABLE))
+def test_an_unscorable_file_is_refused_as_offline_scoring_refuses_it(real_model, tmp_path, name):
+    """Header only, empty, blank or not UTF-8: the job exits non-zero with the one
+    error line score_csv gives for the same file (naming it, and the line), and
+    writes nothing."""
+    stored, _ = real_model
+    source = tmp_path / "input.csv"
+    source.write_bytes(UNSCORABLE[name])
+    offline = run_command(
+        "loan_preprocessing.batch.score_csv", str(source), "--model-tag", str(stored.tag), "--quiet"
+    )
+    [expected] = [line for line in offline.stderr.splitlines() if line.startswith("error: ")]
+    assert expected.startswith(f"error: {source}: line ")
+    job = run_command(
+        "loan_preprocessing.batch.spark_job",
+        *("--input", str(source), "--output", str(tmp_path / "out")),
+        *("--master", "local[1]", "--model-tag", str(stored.tag)),
+    )
+    assert job.returncode != 0, job.stdout
+    errors = [line for line in job.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [expected], job.stderr[-3000:]
+    assert not (tmp_path / "out").exists()
