@@ -67,9 +67,7 @@ def test_predict_returns_decisions_in_order_with_the_model_tag(client, real_test
     )
     # The rule is the stored model's own threshold (training may move it off 0.5).
     threshold = Scorer.from_model(get_model(tag)).threshold
-    assert all(
-        d["Loan_Status"] == ("Y" if d["probability"] >= threshold else "N") for d in body
-    )
+    assert all(d["Loan_Status"] == ("Y" if d["probability"] >= threshold else "N") for d in body)
 
 
 def test_swagger_example_is_a_valid_request(client):
