@@ -75,3 +75,23 @@ def test_challenger_decisions_are_kept_beside_the_decisions_and_reported(store_u
         assert list(export_challenger(store)) == []
     finally:
         store.close()
+
+
+def test_the_reports_read_of_the_store_is_the_frame_of_its_export(store_url):
+    """store_decisions reads columns straight from the store (fast on millions of
+    decisions); it must give the frame decisions_frame makes of the export."""
+    import pandas as pd
+
+    from loan_preprocessing.operations.model_risk.inputs import decisions_frame, store_decisions
+
+    _recorded(store_url)
+    store = DecisionStore(store_url)
+    try:
+        exported = decisions_frame(store.export())
+        read = store_decisions(store)
+        # A time window bounds both alike.
+        assert store_decisions(store, end=datetime.now(UTC) - timedelta(days=1)).empty
+    finally:
+        store.close()
+    assert len(read) == 6
+    pd.testing.assert_frame_equal(read, exported, check_dtype=False)

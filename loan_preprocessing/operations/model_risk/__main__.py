@@ -89,19 +89,22 @@ def main(argv: list[str] | None = None) -> int:
             if args.decisions is not None
             else store_decisions(store, start, end)  # type: ignore[arg-type]
         )
+        # A table the report does not read is left empty (on a million decisions,
+        # reading the challenger's for the overrides report cost seconds).
+        needed = TABLES[args.report]
         outcomes = (
             read_outcomes(args.outcomes)
-            if args.outcomes is not None or store is None
+            if args.outcomes is not None or store is None or "outcomes" not in needed
             else store_outcomes(store, start, end)
         )
         overrides = (
             read_overrides(args.overrides)
-            if args.overrides is not None or store is None
+            if args.overrides is not None or store is None or "overrides" not in needed
             else store_overrides(store, start, end)
         )
         challenger = (
             read_challenger(args.challenger)
-            if args.challenger is not None or store is None
+            if args.challenger is not None or store is None or "challenger" not in needed
             else store_challenger(store, start, end)
         )
     except (OSError, TableError, StoreUnavailable, SchemaOutOfDate) as exc:

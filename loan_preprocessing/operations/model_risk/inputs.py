@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pandas as pd
 
@@ -116,31 +116,42 @@ def read_challenger(path: Path | None) -> pd.DataFrame:
     return frame
 
 
+# The frame's columns from the store's: what decisions_frame makes of an export.
+STORE_DECISION_COLUMNS: Final = {
+    DECISION_ID: "decision_id",
+    MODEL_TAG: "model_tag",
+    DECIDED_AT: "answered_at",
+    STATUS: "Loan_Status",
+    PROBABILITY: "probability",
+    REASONS: "reason_codes",
+    ID_COLUMN: "Loan_ID",
+    **{name: name for name in GROUP_ATTRIBUTES},
+}
+
+
 def store_decisions(
     store: DecisionStore, start: datetime | None = None, end: datetime | None = None
 ) -> pd.DataFrame:
-    """The decisions answered in [start, end), from the store."""
-    return decisions_frame(store.export(start, end))
+    """The decisions answered in [start, end), from the store: the frame
+    decisions_frame makes of the same decisions exported, read as columns."""
+    columns = store.decision_columns(list(STORE_DECISION_COLUMNS.values()), start, end)
+    frame = pd.DataFrame(
+        {name: columns[stored] for name, stored in STORE_DECISION_COLUMNS.items()},
+        columns=list(STORE_DECISION_COLUMNS),
+    )
+    # To the millisecond, as the export writes the time.
+    frame[DECIDED_AT] = pd.to_datetime(frame[DECIDED_AT], utc=True).dt.floor("ms")
+    frame[PROBABILITY] = frame[PROBABILITY].astype("float64")
+    return frame
 
 
 def store_challenger(
     store: DecisionStore, start: datetime | None = None, end: datetime | None = None
 ) -> pd.DataFrame:
     """The challenger's decisions beside those answered in [start, end)."""
-    rows = list(export_challenger(store, start, end))
-    frame = pd.DataFrame(
-        [
-            {
-                DECISION_ID: r["decision_id"],
-                MODEL_TAG: r["model_tag"],
-                STATUS: r["Loan_Status"],
-                PROBABILITY: r["probability"],
-                REASONS: r["reason_codes"],
-            }
-            for r in rows
-        ],
-        columns=list(CHALLENGER_COLUMNS),
-    )
+    stored = ("decision_id", "model_tag", "Loan_Status", "probability", "reason_codes")
+    rows = [tuple(r[name] for name in stored) for r in export_challenger(store, start, end)]
+    frame = pd.DataFrame.from_records(rows, columns=list(CHALLENGER_COLUMNS))
     frame[PROBABILITY] = frame[PROBABILITY].astype("float64")
     return frame
 
