@@ -63,3 +63,20 @@ def export_challenger(
         result = connection.execution_options(yield_per=EXPORT_CHUNK).execute(query)
         for row in result:
             yield dict(row._mapping)
+
+
+def challenger_columns(
+    store: DecisionStore, start: datetime | None = None, end: datetime | None = None
+) -> dict[str, list[Any]]:
+    """export_challenger's rows as columns (decision_id, model_tag, Loan_Status,
+    probability, reason_codes), for reports over millions of decisions."""
+    query = (
+        select(challenger_decisions)
+        .join(decisions, decisions.c.decision_id == challenger_decisions.c.decision_id)
+        .join(answers, answers.c.answer_id == decisions.c.answer_id)
+    )
+    if start is not None:
+        query = query.where(answers.c.answered_at >= start)
+    if end is not None:
+        query = query.where(answers.c.answered_at < end)
+    return store.columns(query, [column.name for column in challenger_decisions.columns])

@@ -314,6 +314,21 @@ def export_outcomes(
             yield dict(row._mapping)
 
 
+def outcome_columns(
+    store: DecisionStore, start: datetime | None = None, end: datetime | None = None
+) -> dict[str, list[Any]]:
+    """export_outcomes' rows as columns (decision_id, outcome, observed_on: the
+    driver's date or SQLite's text), for reports over millions of decisions."""
+    query = _in_window(
+        select(outcomes.c.decision_id, outcomes.c.outcome, outcomes.c.observed_on)
+        .join(decisions, decisions.c.decision_id == outcomes.c.decision_id)
+        .join(answers, answers.c.answer_id == decisions.c.answer_id),
+        start,
+        end,
+    )
+    return store.columns(query, ["decision_id", "outcome", "observed_on"])
+
+
 def export_overrides(
     store: DecisionStore, start: datetime | None = None, end: datetime | None = None
 ) -> Iterator[dict[str, Any]]:

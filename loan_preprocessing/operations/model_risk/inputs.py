@@ -29,8 +29,8 @@ from loan_preprocessing.operations.model_risk.frames import (
     STATUS,
 )
 from loan_preprocessing.reason_codes import REASON_SEPARATOR
-from loan_preprocessing.records.challenger import export_challenger
-from loan_preprocessing.records.outcomes import export_outcomes, export_overrides
+from loan_preprocessing.records.challenger import challenger_columns
+from loan_preprocessing.records.outcomes import export_overrides, outcome_columns
 from loan_preprocessing.records.store import DecisionStore
 from loan_preprocessing.schema import ID_COLUMN, OUTCOMES
 
@@ -140,7 +140,7 @@ def store_decisions(
         columns=list(STORE_DECISION_COLUMNS),
     )
     # To the millisecond, as the export writes the time.
-    frame[DECIDED_AT] = pd.to_datetime(frame[DECIDED_AT], utc=True).dt.floor("ms")
+    frame[DECIDED_AT] = pd.to_datetime(frame[DECIDED_AT], utc=True, format="ISO8601").dt.floor("ms")
     frame[PROBABILITY] = frame[PROBABILITY].astype("float64")
     return frame
 
@@ -150,8 +150,11 @@ def store_challenger(
 ) -> pd.DataFrame:
     """The challenger's decisions beside those answered in [start, end)."""
     stored = ("decision_id", "model_tag", "Loan_Status", "probability", "reason_codes")
-    rows = [tuple(r[name] for name in stored) for r in export_challenger(store, start, end)]
-    frame = pd.DataFrame.from_records(rows, columns=list(CHALLENGER_COLUMNS))
+    columns = challenger_columns(store, start, end)
+    frame = pd.DataFrame(
+        {name: columns[s] for name, s in zip(CHALLENGER_COLUMNS, stored, strict=True)},
+        columns=list(CHALLENGER_COLUMNS),
+    )
     frame[PROBABILITY] = frame[PROBABILITY].astype("float64")
     return frame
 
@@ -160,8 +163,11 @@ def store_outcomes(
     store: DecisionStore, start: datetime | None = None, end: datetime | None = None
 ) -> pd.DataFrame:
     """The outcomes of the decisions answered in [start, end), from the store."""
-    frame = pd.DataFrame(list(export_outcomes(store, start, end)), columns=list(OUTCOME_COLUMNS))
-    frame[OBSERVED_ON] = pd.to_datetime(frame[OBSERVED_ON], utc=True)
+    columns = outcome_columns(store, start, end)
+    frame = pd.DataFrame(
+        {name: columns[name] for name in OUTCOME_COLUMNS}, columns=list(OUTCOME_COLUMNS)
+    )
+    frame[OBSERVED_ON] = pd.to_datetime(frame[OBSERVED_ON], utc=True, format="ISO8601")
     return frame
 
 
