@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import insert, select
+from sqlalchemy import Select, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from loan_preprocessing.records.store import DecisionStore, StoreUnavailable, one_line
@@ -46,10 +46,8 @@ def record_challenger(
         raise StoreUnavailable(f"decision store unavailable: {one_line(exc)}") from None
 
 
-def export_challenger(
-    store: DecisionStore, start: datetime | None = None, end: datetime | None = None
-) -> Iterator[dict[str, Any]]:
-    """The challenger's decisions on decisions answered in [start, end)."""
+def _challenger_query(start: datetime | None, end: datetime | None) -> Select[Any]:
+    """The challenger's rows beside decisions answered in [start, end)."""
     query = (
         select(challenger_decisions)
         .join(decisions, decisions.c.decision_id == challenger_decisions.c.decision_id)
@@ -59,8 +57,17 @@ def export_challenger(
         query = query.where(answers.c.answered_at >= start)
     if end is not None:
         query = query.where(answers.c.answered_at < end)
+    return query
+
+
+def export_challenger(
+    store: DecisionStore, start: datetime | None = None, end: datetime | None = None
+) -> Iterator[dict[str, Any]]:
+    """The challenger's decisions on decisions answered in [start, end)."""
     with store.engine.connect() as connection:
-        result = connection.execution_options(yield_per=EXPORT_CHUNK).execute(query)
+        result = connection.execution_options(yield_per=EXPORT_CHUNK).execute(
+            _challenger_query(start, end)
+        )
         for row in result:
             yield dict(row._mapping)
 
@@ -70,13 +77,5 @@ def challenger_columns(
 ) -> dict[str, list[Any]]:
     """export_challenger's rows as columns (decision_id, model_tag, Loan_Status,
     probability, reason_codes), for reports over millions of decisions."""
-    query = (
-        select(challenger_decisions)
-        .join(decisions, decisions.c.decision_id == challenger_decisions.c.decision_id)
-        .join(answers, answers.c.answer_id == decisions.c.answer_id)
-    )
-    if start is not None:
-        query = query.where(answers.c.answered_at >= start)
-    if end is not None:
-        query = query.where(answers.c.answered_at < end)
-    return store.columns(query, [column.name for column in challenger_decisions.columns])
+    names = [column.name for column in challenger_decisions.columns]
+    return store.columns(_challenger_query(start, end), names)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Select, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -297,17 +297,22 @@ def _in_window(query: Any, start: datetime | None, end: datetime | None) -> Any:
     return query
 
 
-def export_outcomes(
-    store: DecisionStore, start: datetime | None = None, end: datetime | None = None
-) -> Iterator[dict[str, Any]]:
+def _outcomes_query(start: datetime | None, end: datetime | None) -> Select[Any]:
     """The outcomes of decisions answered in [start, end)."""
-    query = _in_window(
+    return _in_window(
         select(outcomes.c.decision_id, outcomes.c.outcome, outcomes.c.observed_on)
         .join(decisions, decisions.c.decision_id == outcomes.c.decision_id)
         .join(answers, answers.c.answer_id == decisions.c.answer_id),
         start,
         end,
     )
+
+
+def export_outcomes(
+    store: DecisionStore, start: datetime | None = None, end: datetime | None = None
+) -> Iterator[dict[str, Any]]:
+    """The outcomes of decisions answered in [start, end)."""
+    query = _outcomes_query(start, end)
     with store.engine.connect() as connection:
         result = connection.execution_options(yield_per=EXPORT_CHUNK).execute(query)
         for row in result:
@@ -319,14 +324,7 @@ def outcome_columns(
 ) -> dict[str, list[Any]]:
     """export_outcomes' rows as columns (decision_id, outcome, observed_on: the
     driver's date or SQLite's text), for reports over millions of decisions."""
-    query = _in_window(
-        select(outcomes.c.decision_id, outcomes.c.outcome, outcomes.c.observed_on)
-        .join(decisions, decisions.c.decision_id == outcomes.c.decision_id)
-        .join(answers, answers.c.answer_id == decisions.c.answer_id),
-        start,
-        end,
-    )
-    return store.columns(query, ["decision_id", "outcome", "observed_on"])
+    return store.columns(_outcomes_query(start, end), ["decision_id", "outcome", "observed_on"])
 
 
 def export_overrides(

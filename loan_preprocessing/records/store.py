@@ -369,14 +369,7 @@ class DecisionStore:
         self, start: datetime | None = None, end: datetime | None = None
     ) -> Iterator[dict[str, Any]]:
         """Every decision made in [start, end), oldest first, as record dicts."""
-        query = select(decisions, *_ANSWER_FACTS).join(
-            answers, answers.c.answer_id == decisions.c.answer_id
-        )
-        if start is not None:
-            query = query.where(answers.c.answered_at >= start)
-        if end is not None:
-            query = query.where(answers.c.answered_at < end)
-        query = query.order_by(answers.c.answered_at, decisions.c.answer_id, decisions.c.position)
+        query = _decisions_in([decisions, *_ANSWER_FACTS], start, end)
         with self._connection() as connection:
             result = connection.execution_options(yield_per=EXPORT_CHUNK).execute(query)
             for row in result:
@@ -394,13 +387,7 @@ class DecisionStore:
         no record dicts, no JSON read (`export` builds both for each decision)."""
         facts = {column.name: column for column in _ANSWER_FACTS}
         selected = [facts[n] if n in facts else decisions.c[n] for n in names]
-        query = select(*selected).join(answers, answers.c.answer_id == decisions.c.answer_id)
-        if start is not None:
-            query = query.where(answers.c.answered_at >= start)
-        if end is not None:
-            query = query.where(answers.c.answered_at < end)
-        query = query.order_by(answers.c.answered_at, decisions.c.answer_id, decisions.c.position)
-        return self.columns(query, names)
+        return self.columns(_decisions_in(selected, start, end), names)
 
     def columns(self, query: Select[Any], names: Sequence[str]) -> dict[str, list[Any]]:
         """The columns of `query`'s rows (named `names`, in its order) as lists,
@@ -436,6 +423,16 @@ class DecisionStore:
             return self.engine.connect()
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"decision store unavailable: {one_line(exc)}") from None
+
+
+def _decisions_in(selected: Sequence[Any], start: datetime | None, end: datetime | None) -> Any:
+    """`selected` of every decision made in [start, end), oldest first."""
+    query = select(*selected).join(answers, answers.c.answer_id == decisions.c.answer_id)
+    if start is not None:
+        query = query.where(answers.c.answered_at >= start)
+    if end is not None:
+        query = query.where(answers.c.answered_at < end)
+    return query.order_by(answers.c.answered_at, decisions.c.answer_id, decisions.c.position)
 
 
 def _copy_rows(connection: Connection, order: Sequence[str], values: list[Any]) -> None:
