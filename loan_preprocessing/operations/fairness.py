@@ -24,7 +24,6 @@ import argparse
 import json
 import math
 import sys
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -41,23 +40,26 @@ from fairlearn.metrics import (
 
 from loan_preprocessing.model.store import ModelLoadError, get_model
 from loan_preprocessing.operations.drift import read_source, single_model_tag
-from loan_preprocessing.schema import CATEGORY_LEVELS, PROTECTED_ATTRIBUTES, PROXY_ATTRIBUTES
+from loan_preprocessing.operations.group_rates import (
+    ADVERSE_IMPACT_RATIO,
+    APPROVAL_RATE,
+    AUDITED_ATTRIBUTES,
+    BOOTSTRAP_SAMPLES,
+    EQUAL_OPPORTUNITY_DIFFERENCE,
+    INTERVAL_QUANTILES,
+    TRUE_POSITIVE_RATE,
+    bootstrap_rates,
+)
+from loan_preprocessing.schema import CATEGORY_LEVELS, PROTECTED_ATTRIBUTES
 
 # The model's metadata section holding its training audit.
 FAIRNESS_KEY: Final = "fairness"
-# Audited attribute -> what it stands for; only the protected ones can block training.
-AUDITED_ATTRIBUTES: Final[dict[str, str]] = {**PROTECTED_ATTRIBUTES, **PROXY_ATTRIBUTES}
 # The four-fifths rule of the US Uniform Guidelines, the usual screen for adverse impact.
 DEFAULT_MIN_ADVERSE_IMPACT_RATIO: Final = 0.8
-BOOTSTRAP_SAMPLES: Final = 2000
-INTERVAL_QUANTILES: Final = (0.025, 0.975)
 EXIT_BELOW_FLOOR: Final = 3
 DIGITS: Final = 4
-# Metric names, as stored.
-COUNT, APPROVAL_RATE = "count", "approval_rate"
-TRUE_POSITIVE_RATE, FALSE_POSITIVE_RATE = "true_positive_rate", "false_positive_rate"
-ADVERSE_IMPACT_RATIO = "adverse_impact_ratio"
-EQUAL_OPPORTUNITY_DIFFERENCE = "equal_opportunity_difference"
+# Metric names, as stored (the rest in group_rates.py).
+COUNT, FALSE_POSITIVE_RATE = "count", "false_positive_rate"
 INTERVAL_SUFFIX = "_interval"
 
 
@@ -142,39 +144,6 @@ def audit_attribute(
             bounds = np.nanquantile(resampled[metric], INTERVAL_QUANTILES)
             result[metric + INTERVAL_SUFFIX] = [_number(b) for b in bounds]
     return result
-
-
-def bootstrap_rates(
-    codes: np.ndarray, n_groups: int, approved: np.ndarray, outcomes: np.ndarray, rng: Any
-) -> dict[str, np.ndarray]:
-    """BOOTSTRAP_SAMPLES resamples of the rows (with replacement) and, in each, every
-    group's approval rate and true positive rate, the adverse impact ratio and the
-    equal-opportunity difference.
-
-    The rates depend on a resample only through how many rows of each cell (group x
-    decision x outcome) it holds, so drawing those counts from the multinomial of
-    the cells' shares is the row bootstrap exactly, in microseconds and for any
-    number of rows. fairlearn's own (MetricFrame's n_boot) recomputes every group
-    metric per resample: measured 10-40 ms per resample and attribute on the 614
-    training rows, 20-30 s for this audit, twice the whole training."""
-    cells = (codes * 2 + approved) * 2 + outcomes
-    shares = np.bincount(cells, minlength=n_groups * 4) / len(cells)
-    draws = rng.multinomial(len(cells), shares, size=BOOTSTRAP_SAMPLES)
-    draws = draws.reshape(BOOTSTRAP_SAMPLES, n_groups, 2, 2).astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
-        # A group missing from a resample has no rate there (NaN), not a rate of 0;
-        # a resample with no rate at all gives NaN, which the quantiles skip.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        rate = draws[:, :, 1, :].sum(axis=2) / draws.sum(axis=(2, 3))
-        tpr = draws[:, :, 1, 1] / draws[:, :, :, 1].sum(axis=2)
-        ratio = np.nanmin(rate, axis=1) / np.nanmax(rate, axis=1)
-        gap = np.nanmax(tpr, axis=1) - np.nanmin(tpr, axis=1)
-    return {
-        APPROVAL_RATE: rate,
-        TRUE_POSITIVE_RATE: tpr,
-        ADVERSE_IMPACT_RATIO: ratio,
-        EQUAL_OPPORTUNITY_DIFFERENCE: gap,
-    }
 
 
 def below_floor(audit: Mapping[str, Any], floor: float) -> list[str]:

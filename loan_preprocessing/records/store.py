@@ -9,6 +9,7 @@ reason, so the service can answer 503 instead of deciding without a record.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+import pandas as pd
 from sqlalchemy import (
     Connection,
     Engine,
@@ -44,6 +46,8 @@ MARKS_PER_STATEMENT: Final = 10_000
 # Rows fetched at a time by `export`, and by `decision_columns`.
 EXPORT_CHUNK: Final = 2_000
 COLUMNS_CHUNK: Final = 50_000
+# How COPY writes a NULL for `columns` (an empty CSV cell is an empty string).
+COPY_NULL: Final = r"\N"
 
 
 class StoreUnavailable(RuntimeError):
@@ -399,6 +403,8 @@ class DecisionStore:
         sql = str(
             query.compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True})
         )
+        if self.engine.dialect.name == "postgresql":
+            return self._copied_columns(sql, names)
         columns: dict[str, list[Any]] = {name: [] for name in names}
         try:
             with self._connection() as connection:
@@ -413,6 +419,35 @@ class DecisionStore:
         except (SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
             raise StoreUnavailable(f"decision store unavailable: {one_line(exc)}") from None
         return columns
+
+    def _copied_columns(self, sql: str, names: Sequence[str]) -> dict[str, Any]:
+        """PostgreSQL: the rows as CSV through COPY, parsed by pandas' C reader. On
+        a million decisions the Python tuples of a fetch cost more than the query.
+        Every value comes back as text (NULL as NaN, an empty string as itself),
+        a time as PostgreSQL writes it ("2026-12-04 19:00:00.123+00")."""
+        buffer = io.BytesIO()
+        statement = f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, NULL '{COPY_NULL}')"
+        try:
+            with self._connection() as connection:
+                cursor = connection.connection.cursor()
+                try:
+                    with cursor.copy(statement) as copy:  # type: ignore[attr-defined]
+                        for data in copy:
+                            buffer.write(data)
+                finally:
+                    cursor.close()
+        except (SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
+            raise StoreUnavailable(f"decision store unavailable: {one_line(exc)}") from None
+        buffer.seek(0)
+        frame = pd.read_csv(
+            buffer,
+            header=None,
+            names=list(names),
+            dtype=str,
+            na_values=[COPY_NULL],
+            keep_default_na=False,
+        )
+        return {name: frame[name].tolist() for name in names}
 
     def count(self) -> int:
         with self._connection() as connection:

@@ -20,7 +20,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from loan_preprocessing.operations.fairness import (
+from loan_preprocessing.operations.group_rates import (
     APPROVAL_RATE,
     AUDITED_ATTRIBUTES,
     INTERVAL_QUANTILES,
