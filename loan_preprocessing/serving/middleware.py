@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -92,6 +93,29 @@ class AmbiguousFraming:
                     [CLOSE],
                 )
         await self.app(scope, receive, send)
+
+
+class UnroutablePath:
+    """A JSON 404 for a path holding a control character (a line break, NUL...).
+    No route of the service has one, and Starlette's mounts (/decisions, /v2)
+    cannot even match such a path (their pattern stops at a line break), so it
+    would reach the router's plain-text "Not Found" where every other unknown
+    path of those routes answers JSON."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _CONTROL_CHARACTER.search(scope["path"]):
+            shown = ascii(scope["path"][:80])
+            return await send_json(
+                send, 404, {"error": f"Not Found: {scope['method']} {shown} (a control character)"}
+            )
+        await self.app(scope, receive, send)
+
+
+# C0 controls and DEL: never part of a route.
+_CONTROL_CHARACTER: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class BodySizeLimit:

@@ -27,6 +27,7 @@ from loan_preprocessing.serving.middleware import (
     BodySizeLimit,
     ConcurrencyLimit,
     ModelTagHeader,
+    UnroutablePath,
 )
 from loan_preprocessing.serving.openapi import DocsPage, OpenApiCorrections
 from loan_preprocessing.serving.recorded_answers import REPLAYERS
@@ -61,6 +62,7 @@ def middleware_stack(
     }
     return [
         (AmbiguousFraming, {}),
+        (UnroutablePath, {}),
         # The served version's V2 routes take the unversioned ones' path, so
         # every layer below applies to them as it does there.
         (open_inference.OpenInferencePaths, {"model_tag": model_tag}),

@@ -566,3 +566,22 @@ def test_v2_errors_are_json(server, method, path, status):
     assert response.status_code == status
     assert response.headers["content-type"].startswith("application/json")
     assert "error" in response.json()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        # Found by the OpenAPI fuzzing: a decision id holding a line break.
+        "/decisions/G%F1%BB%96%85%C3%B81%0AV",
+        "/decisions/abc%0D/notice",
+        "/v2/models/loan_approval%0A/ready",
+        "/predict%00",
+    ],
+)
+def test_a_path_with_a_control_character_is_a_json_404(server, path):
+    """Starlette's mounts cannot match across a line break, so such a path fell
+    through to the router's plain-text 404 where the route answers JSON."""
+    response = httpx.get(f"{server.url}{path}", timeout=30)
+    assert response.status_code == 404, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert "control character" in response.json()["error"]

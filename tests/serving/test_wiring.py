@@ -9,6 +9,7 @@ from loan_preprocessing.serving.middleware import (
     BodyReader,
     BodySizeLimit,
     ConcurrencyLimit,
+    UnroutablePath,
 )
 from loan_preprocessing.serving.open_inference import OpenInferencePaths
 from loan_preprocessing.serving.settings import ServiceSettings
@@ -27,8 +28,9 @@ def stack(settings: ServiceSettings) -> list[type]:
 def test_limits_and_key_come_before_anything_that_reads_the_body():
     order = stack(ServiceSettings.from_env({}))
     # OpenInferencePaths only renames a path, before anything looks at it.
-    assert order[:6] == [
+    assert order[:7] == [
         AmbiguousFraming,
+        UnroutablePath,
         OpenInferencePaths,
         BodySizeLimit,
         BearerAuth,
