@@ -184,15 +184,8 @@ def open_inference_paths() -> dict[str, Any]:
     }
 
 
-ERROR_BODY: Final = {
-    "type": "object",
-    "properties": {
-        "error": {"type": "string"},
-        "detail": {"type": "array", "items": {"type": "object"}},
-        "total": TOTAL_SCHEMA,
-    },
-    "required": ["error"],
-}
+# The record routes' errors have V2's body: `error`, and `detail` and `total` for a list.
+ERROR_BODY: Final = V2_ERROR_SCHEMA
 RECORD_RESPONSES: Final = {
     "400": "A field or the body is not valid; `error` names the row and field.",
     "401": EXTRA_RESPONSES["401"],
