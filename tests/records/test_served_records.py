@@ -45,16 +45,15 @@ def _predict(server, rows, headers=None) -> httpx.Response:
 
 
 def _predict_retrying(server, rows) -> httpx.Response:
-    """/predict as the documented client does: a 503 from the store (a commit that
-    waited out its lock under a loaded disk) is retried after its Retry-After, at
-    most three times. A 503 recorded nothing, so a retried request is still
-    recorded once."""
+    """/predict as the documented client does: a 503 is retried, at most three
+    times, after its Retry-After (the store's, when a commit failed) or a second
+    (BentoML's batcher shedding a request it cannot serve in time, under a loaded
+    machine). A 503 recorded nothing, so a retried request is still recorded once."""
     for _ in range(3):
         response = _predict(server, rows)
         if response.status_code != 503:
             return response
-        assert "decision store" in response.json()["error"], response.text
-        time.sleep(float(response.headers["Retry-After"]))
+        time.sleep(float(response.headers.get("Retry-After", 1)))
     return _predict(server, rows)
 
 
