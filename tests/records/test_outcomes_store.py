@@ -24,7 +24,7 @@ from loan_preprocessing.records.outcomes import (
     with_follow_up,
 )
 from loan_preprocessing.records.promotions import list_promotions, record_promotion
-from loan_preprocessing.records.store import DecisionStore, new_ids
+from loan_preprocessing.records.store import new_ids
 from loan_preprocessing.records.tables import decisions
 from loan_preprocessing.schema import EXAMPLE_APPLICATION, Decision, LoanApplication
 from tests.support.records import record_delivered
@@ -48,14 +48,6 @@ def _recorded(url: str, loan_ids: list[str], statuses: str) -> list[str]:
         for loan, s in zip(loan_ids, statuses, strict=True)
     ]
     return record_delivered(url, TAG, applications, made)
-
-
-@pytest.fixture
-def store(store_url):
-    store = DecisionStore(store_url)
-    store.prepare()
-    yield store
-    store.close()
 
 
 def test_the_same_outcome_twice_is_one_row_and_a_loan_id_is_its_newest_decision(store):

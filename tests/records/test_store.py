@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from loan_preprocessing.records import migrations
 from loan_preprocessing.records.migrations import SchemaOutOfDate
-from loan_preprocessing.records.store import Answer, DecisionStore, new_ids
+from loan_preprocessing.records.store import Answer, new_ids
 from loan_preprocessing.records.tables import APPLICATION_COLUMNS, metadata
 
 
@@ -33,14 +33,6 @@ def _answer(rows: int, key: str | None = None, sha: str | None = None, loan: str
         columns[name] = [1.5 if name == "ApplicantIncome" else None for _ in range(rows)]
     columns["Gender"] = ["Female"] * rows
     return Answer(ids[0], "/predict", "loan_approval:abc", "0" * 64, columns, key, sha)
-
-
-@pytest.fixture
-def store(store_url):
-    store = DecisionStore(store_url)
-    store.prepare()
-    yield store
-    store.close()
 
 
 def test_migrated_schema_is_the_declared_one(store):
