@@ -220,10 +220,12 @@ class DecisionStore:
                         )
                     )
                 )
-                kept = [a for a in batch if _key(a) not in taken]
+                # A request's later parts carry no key: they go with its first.
+                refused = {_request(a) for a in batch if _key(a) in taken}
+                kept = [a for a in batch if _request(a) not in refused]
                 self._insert(connection, kept, now)
                 self._mark(connection, delivered, now)
-            return [a for a in batch if _key(a) in taken]
+            return [a for a in batch if _request(a) in refused]
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"decision store unavailable: {one_line(exc)}") from None
 
@@ -236,7 +238,7 @@ class DecisionStore:
             [
                 {
                     "answer_id": a.answer_id,
-                    "request_id": a.request_id or a.answer_id,
+                    "request_id": _request(a),
                     "first_position": a.first_position,
                     "answered_at": now,
                     "route": a.route,
@@ -507,6 +509,11 @@ _ANSWER_FACTS: Final = (
     answers.c.delivered_at,
     answers.c.idempotency_key,
 )
+
+
+def _request(answer: Answer) -> str:
+    """The request an answer is part of (an answer given alone is its own)."""
+    return answer.request_id or answer.answer_id
 
 
 def _key(answer: Answer) -> str | None:

@@ -6,17 +6,22 @@ middleware on the decision routes, opens a `RequestTicket` for each request and
 puts it in a context variable. /predict's request model stamps the ticket on each
 application it parses (BentoML then batches applications of many requests into
 one call, where no request context exists); V2 and CSV handlers read it directly.
-The recorder commits one transaction per batch (group commit) and notes each
-ticket's answer id. When the response's last byte has been handed to the
-connection, the middleware marks that answer delivered and only then counts its
-decisions in `loan_decisions_total`; a 504, a client gone or a killed worker leave
-it undelivered. A store that cannot commit fails the batch: each of its requests
+The recorder commits in group commits and notes each ticket's answer id. A
+/predict batch does not wait for its commit: it queues its records and returns,
+so BentoML's batcher (one batch at a time per worker) goes on deciding while
+the disk syncs, and batches that queue meanwhile share the next transaction.
+Each response waits for its own request's commits before its first byte. When
+the response's last byte has been handed to the connection, the middleware marks
+that answer delivered and only then counts its decisions in
+`loan_decisions_total`; a 504, a client gone or a killed worker leave it
+undelivered. A store that cannot commit fails the commit: each of its requests
 gets 503 with the reason and Retry-After, never a decision without its record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import hashlib
 import itertools
@@ -92,9 +97,13 @@ class RequestTicket:
     # BentoML splits a request larger than the batch size over several batches:
     # each part is an answers row of its own, all under this request id.
     request_id: str = field(default_factory=lambda: new_ids(1)[0])
+    # Rows given a position so far (the next part's first position).
+    positioned_rows: int = 0
+    # The commits of the request's parts (/predict's queued group commits): its
+    # answer is sent once they are done.
+    commits: list[asyncio.Future[None]] = field(default_factory=list)
     # Filled in by the recorder as the request's parts are committed.
     answer_ids: list[str] = field(default_factory=list)
-    recorded_rows: int = 0
     statuses: list[str] = field(default_factory=list)
     probabilities: list[float] = field(default_factory=list)
     # Set when its records could not be committed: the request gets a 503.
@@ -111,6 +120,22 @@ _TICKET: Final[contextvars.ContextVar[RequestTicket | None]] = contextvars.Conte
 def current_ticket() -> RequestTicket | None:
     """The ticket of the request being handled (None outside a decision route)."""
     return _TICKET.get()
+
+
+@dataclass
+class _QueuedCommit:
+    """One /predict batch's records, waiting for the next group commit."""
+
+    answers: list[Answer]
+    tickets: list[RequestTicket]
+    done: concurrent.futures.Future[None]
+
+
+def _retrieve_failure(commit: asyncio.Future[None]) -> None:
+    # The failure reaches the client through its ticket (a 503); taking it here
+    # keeps asyncio from logging it as never retrieved when no answer awaited it.
+    if not commit.cancelled():
+        commit.exception()
 
 
 def recorded_request_model(base: type[BaseModel]) -> type[BaseModel]:
@@ -237,6 +262,11 @@ class DecisionRecorder:
         # The last failure, until a commit or a probe succeeds (readiness).
         self.failure: str | None = None
         self.challenger_slots = threading.BoundedSemaphore(MAX_PENDING_CHALLENGER_BATCHES)
+        # /predict batches waiting for a group commit, and whether one is on the
+        # store thread's queue to take them (read and written under the lock).
+        self.queued: list[_QueuedCommit] = []
+        self.queued_lock = threading.Lock()
+        self.group_commit_queued = False
 
     @classmethod
     def open(
@@ -269,11 +299,11 @@ class DecisionRecorder:
         self, applications: Sequence[LoanApplication], decisions: Sequence[Decision]
     ) -> None:
         """An adaptive batch of /predict decisions, in the applications' order: each
-        request's answer recorded (all in one transaction) with its decision_ids
-        set, and counted once delivered. A row the model could not score
-        (Unscored) is counted as such, and its request, answered 500, is not
-        recorded. Raises StoreUnavailable (each ticket says why) when the store
-        could not commit."""
+        request's answer queued for the next group commit with its decision_ids
+        set (its ticket holds the commit to wait for), and counted once
+        delivered. A row the model could not score (Unscored) is counted as such,
+        and its request, answered 500, is not recorded. A commit that fails sets
+        each ticket's store_error."""
         unscored = sum(isinstance(d, Unscored) for d in decisions)
         if unscored:
             self.metrics.unscored_rows.inc(unscored)
@@ -301,7 +331,8 @@ class DecisionRecorder:
                 decision.decision_id = decision_id
             answers.append(self._answer(ticket, ids[0], object_columns(requested, decided)))
             tickets.append(ticket)
-        await self._commit(answers, tickets)
+        if answers:
+            self._queue_commit(answers, tickets)
 
     def record_columns(
         self,
@@ -378,10 +409,12 @@ class DecisionRecorder:
         self.executor.submit(write)
 
     def _answer(self, ticket: RequestTicket, answer_id: str, columns: dict[str, Any]) -> Answer:
+        first_position = ticket.positioned_rows
+        ticket.positioned_rows += len(columns["decision_id"])
         return Answer(
             answer_id=answer_id,
             request_id=ticket.request_id,
-            first_position=ticket.recorded_rows,
+            first_position=first_position,
             route=ticket.route,
             model_tag=self.model_tag,
             model_sha256=self.model_sha256,
@@ -390,9 +423,44 @@ class DecisionRecorder:
             request_sha256=ticket.request_sha256,
         )
 
-    async def _commit(self, answers: list[Answer], tickets: list[RequestTicket]) -> None:
-        if answers:
-            await self._run(lambda: self._commit_now(answers, tickets))
+    def _queue_commit(self, answers: list[Answer], tickets: list[RequestTicket]) -> None:
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self.queued_lock:
+            self.queued.append(_QueuedCommit(answers, tickets, done))
+            submit = not self.group_commit_queued
+            self.group_commit_queued = True
+        if submit:
+            # Submitted now, not from a task: the challenger's rows, submitted
+            # after this batch returns, must commit after its decisions.
+            self.executor.submit(self._group_commit)
+        commit = asyncio.wrap_future(done)
+        commit.add_done_callback(_retrieve_failure)
+        for ticket in tickets:
+            ticket.commits.append(commit)
+
+    def _group_commit(self) -> None:
+        """On the store thread: every batch queued so far, in one transaction."""
+        with self.queued_lock:
+            batches, self.queued = self.queued, []
+            self.group_commit_queued = False
+        answers: list[Answer] = []
+        tickets: list[RequestTicket] = []
+        for batch in batches:
+            for answer, ticket in zip(batch.answers, batch.tickets, strict=True):
+                # A request whose earlier part failed is answered 503 or 409:
+                # its later parts are not recorded.
+                if ticket.store_error is None and not ticket.key_taken:
+                    answers.append(answer)
+                    tickets.append(ticket)
+        try:
+            if answers:
+                self._commit_now(answers, tickets)
+        except StoreUnavailable as exc:
+            for batch in batches:
+                batch.done.set_exception(exc)
+        else:
+            for batch in batches:
+                batch.done.set_result(None)
 
     def _commit_now(self, answers: list[Answer], tickets: list[RequestTicket]) -> None:
         assert self.store is not None
@@ -412,7 +480,6 @@ class DecisionRecorder:
                 ticket.key_taken = True
             else:
                 ticket.answer_ids.append(answer.answer_id)
-                ticket.recorded_rows += len(answer)
                 ticket.statuses.extend(answer.columns["Loan_Status"])
                 ticket.probabilities.extend(answer.columns["probability"])
 
@@ -552,6 +619,8 @@ class DecisionDelivery:
             if replaced:
                 return
             if message["type"] == "http.response.start":
+                if ticket.commits:
+                    await asyncio.wait(ticket.commits)
                 if ticket.store_error is not None:
                     replaced = True
                     return await _unavailable(send, ticket.store_error)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import collections
 import os
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -374,3 +376,53 @@ def test_retries_after_a_client_left_decide_twice_without_a_key_and_once_with_on
                 assert len(mine) == 4000
                 assert figures[prefix]["undelivered"] == 2000
     print(f"\nretry figures: {figures}")
+
+
+STALL_SECONDS = 1.5
+STALLED_REQUESTS = 16
+
+
+def test_a_stalled_commit_sheds_nothing_and_each_answer_waits_for_its_record(
+    real_model_tag_or_none, tmp_path
+):
+    """A disk or lock that stalls a commit for longer than the batcher's latency
+    target (LOAN_MAX_LATENCY_MS, 500 ms) holds the answers until their records
+    commit, and sheds none: the batcher does not wait for commits."""
+    path = tmp_path / "decisions.sqlite3"
+    url = f"sqlite:///{path}"
+    with serve_recording(url, tmp_path, LOAN_WORKERS="1") as server:
+        warm = httpx.post(f"{server.url}/predict", json={"applications": applications(1)})
+        assert warm.status_code == 200, warm.text
+
+        def one(index: int) -> tuple[int, float, dict]:
+            rows = applications(1, prefix=f"STALL{index}-")
+            response = httpx.post(f"{server.url}/predict", json={"applications": rows}, timeout=30)
+            return response.status_code, time.monotonic(), (rows, response)
+
+        # Another writer holds the store's write lock (within its 5 s busy timeout).
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        with ThreadPoolExecutor(STALLED_REQUESTS) as pool:
+            answers = [pool.submit(one, i) for i in range(STALLED_REQUESTS)]
+            time.sleep(STALL_SECONDS)
+            released = time.monotonic()
+            holder.execute("COMMIT")
+            results = [a.result() for a in answers]
+        holder.close()
+        statuses = collections.Counter(status for status, _, _ in results)
+        found = by_loan_id(url, "STALL")
+        print(f"\nstalled-commit figures: statuses {dict(statuses)}, records {len(found)}")
+        assert statuses == {200: STALLED_REQUESTS}, [r.text for _, _, (_, r) in results]
+        # No answer left before the lock did: each waited for its own commit.
+        assert all(at >= released for _, at, _ in results)
+        for _, _, (rows, response) in results:
+            [decision] = response.json()
+            assert found[rows[0]["Loan_ID"]]["decision_id"] == decision["decision_id"]
+
+
+def by_loan_id(url: str, prefix: str) -> dict[str, dict]:
+    return {
+        r["application"]["Loan_ID"]: r
+        for r in records(url)
+        if r["application"]["Loan_ID"].startswith(prefix)
+    }

@@ -80,6 +80,19 @@ def test_a_key_recorded_meanwhile_leaves_only_that_answer_out(store):
     assert store.answer_for_key("retry-1").answer["request_sha256"] == "a"
 
 
+def test_a_key_recorded_meanwhile_leaves_out_every_part_of_that_request(store):
+    """A request split over batches whose parts share one group commit: only its
+    first part carries the key, and none of its parts is recorded."""
+    store.record([_answer(1, key="retry-2", sha="a")])
+    first, later = _answer(2, key="retry-2", sha="a"), _answer(3, key="retry-2", sha="a")
+    first.request_id = later.request_id = "split-request"
+    later.first_position = 2
+    other = _answer(1)
+    refused = store.record([first, other, later])
+    assert refused == [first, later]
+    assert store.count() == 2
+
+
 def test_export_takes_a_time_range_and_purge_spares_younger_records(store):
     old, young = _answer(2), _answer(3)
     now = datetime.now(UTC)
