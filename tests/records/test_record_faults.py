@@ -394,7 +394,7 @@ def test_a_stalled_commit_sheds_nothing_and_each_answer_waits_for_its_record(
         warm = httpx.post(f"{server.url}/predict", json={"applications": applications(1)})
         assert warm.status_code == 200, warm.text
 
-        def one(index: int) -> tuple[int, float, dict]:
+        def one(index: int) -> tuple[int, float, tuple[list[dict], httpx.Response]]:
             rows = applications(1, prefix=f"STALL{index}-")
             response = httpx.post(f"{server.url}/predict", json={"applications": rows}, timeout=30)
             return response.status_code, time.monotonic(), (rows, response)
