@@ -8,6 +8,7 @@ reason, so the service can answer 503 instead of deciding without a record.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -36,6 +37,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from loan_preprocessing.records import migrations
 from loan_preprocessing.records.tables import APPLICATION_COLUMNS, answers, decisions
+from loan_preprocessing.records.write_gate import WriteGate
 
 # How long a connection attempt or a lock wait may take before the store counts
 # as unavailable: well inside the service's request timeout.
@@ -155,6 +157,16 @@ class DecisionStore:
     def __init__(self, url: str, sqlite_sync: str = "FULL") -> None:
         self.url = url
         self.engine = engine_for(url, sqlite_sync)
+        database = make_url(url).database
+        self.gate = (
+            WriteGate(Path(database), SQLITE_BUSY_MILLISECONDS / 1000)
+            if self.engine.dialect.name == "sqlite" and database and database != ":memory:"
+            else None
+        )
+
+    def _writing(self) -> contextlib.AbstractContextManager[None]:
+        """Around a write transaction: SQLite's writers take turns at the gate."""
+        return self.gate.held() if self.gate is not None else contextlib.nullcontext()
 
     @property
     def where(self) -> str:
@@ -167,6 +179,8 @@ class DecisionStore:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self.gate is not None:
+            self.gate.close()
 
     # -- schema ---------------------------------------------------------------
 
@@ -198,7 +212,12 @@ class DecisionStore:
         marks of earlier answers `delivered`. An answer whose Idempotency-Key was
         recorded meanwhile (a concurrent retry) is left out and returned; the
         others are committed. StoreUnavailable when nothing could be."""
-        now = now or _now()
+        with self._writing():
+            return self._record(batch, now or _now(), delivered)
+
+    def _record(
+        self, batch: Sequence[Answer], now: datetime, delivered: Sequence[str]
+    ) -> list[Answer]:
         try:
             with self._connection() as connection, connection.begin():
                 self._insert(connection, batch, now)
@@ -294,7 +313,7 @@ class DecisionStore:
         if not answer_ids:
             return
         try:
-            with self._connection() as connection, connection.begin():
+            with self._writing(), self._connection() as connection, connection.begin():
                 self._mark(connection, answer_ids, now or _now())
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"decision store unavailable: {one_line(exc)}") from None
