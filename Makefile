@@ -195,7 +195,7 @@ score: $(SERVE_VENV)
 	$(ENSURE_MODEL)
 	$(BIN)/python -m loan_preprocessing.batch.score_csv $(CSV) --output $(OUT)
 
-## bench: serving speed vs the no-model ceiling and MLServer (wrk, ~3 min; BEFORE=REV adds that commit's service): tables + bench/results/latest.json
+## bench: serving speed, records on and off (SQLite, PostgreSQL), a challenger in shadow, vs the no-model ceiling, MLServer and KServe (wrk, ~10 min on 2 cores; BEFORE=REV adds that commit's service): tables + bench/results/latest.json
 bench: $(FULL_VENV)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; }; } || { echo "wrk is missing: sudo apt-get install wrk" >&2; exit 1; }
 	$(BIN)/python -m bench.run $(if $(BEFORE),--before $(BEFORE))

@@ -1,17 +1,22 @@
 """Where a decision record's time goes, timed in-process on real stores: the
 rows built from a 1000-row columnar answer (as V2 builds them), and the commit
 of that answer and of a single-row one, to SQLite (FULL and NORMAL sync) and,
-when given, PostgreSQL."""
+when given, PostgreSQL. Then SQLite's own floor for the same 1000 rows, through
+the sqlite3 module and no code of ours: what a record per decision costs in
+the table as it is, without its two secondary indexes, and what one row per
+answer would cost."""
 
 from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +25,7 @@ from loan_preprocessing.inputs.columns import validate_columns
 from loan_preprocessing.model.store import get_model
 from loan_preprocessing.records.rows import column_columns
 from loan_preprocessing.records.store import Answer, DecisionStore, new_ids
+from loan_preprocessing.records.tables import decisions
 from loan_preprocessing.serving.open_inference import row_answers
 
 RUNS = 15
@@ -78,6 +84,88 @@ def measure_record_costs(
             label = f"commit {size} row{'s' if size > 1 else ''}, {name}"
             costs[label] = _median_ms(functools.partial(_commit_next, store, pending))
         store.close()
+    costs.update(measure_sqlite_floor(answer(1000), scratch))
+    return costs
+
+
+# An answer id and its decision rows, with fresh ids, ready to insert.
+FreshRows = tuple[str, list[list[Any]]]
+# The decisions table's secondary indexes (Loan_ID, and (answer_id, position)).
+SECONDARY_INDEXES = ("ix_decisions_Loan_ID", "decisions_answer_position")
+
+
+def measure_sqlite_floor(answer: Answer, scratch: Path) -> dict[str, float]:
+    """The commit of `answer`'s 1000 decisions by sqlite3 alone, with the store's
+    pragmas (WAL, FULL sync, foreign keys): into the `decisions` table as the
+    store creates it (each row in four B-trees: the table, its decision_id key
+    and the two indexes), into the same table without the two indexes, and as one
+    row holding every decision's JSON text (a design with a record per answer).
+    Each commit gets fresh ids, as the service's do."""
+    names = [c.name for c in decisions.columns]
+    given = {
+        **answer.columns,
+        "answer_id": [answer.answer_id] * len(answer),
+        "position": list(range(len(answer))),
+    }
+    rows = list(zip(*(given[name] for name in names), strict=True))
+    id_at = names.index("decision_id"), names.index("answer_id")
+    quoted = ", ".join(f'"{name}"' for name in names)
+    insert_decisions = f"INSERT INTO decisions ({quoted}) VALUES ({', '.join('?' * len(names))})"
+    insert_answer = (
+        "INSERT INTO answers (answer_id, request_id, first_position, answered_at, route, "
+        "model_tag, model_sha256, rows, delivered) VALUES (?, ?, 0, '2026-01-01', '/bench', "
+        "'tag', ?, ?, 0)"
+    )
+    body = "[" + ",".join(answer.columns["answer"]) + "]"
+
+    def connect(name: str, indexed: bool) -> sqlite3.Connection:
+        path = scratch / f"floor-{name}.sqlite3"
+        store = DecisionStore(f"sqlite:///{path}")
+        store.prepare()
+        store.close()
+        connection = sqlite3.connect(path, isolation_level=None)
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON"):
+            connection.execute(f"PRAGMA {pragma}")
+        if not indexed:
+            for index in SECONDARY_INDEXES:
+                connection.execute(f'DROP INDEX "{index}"')
+        connection.execute("CREATE TABLE answer_bodies (answer_id TEXT PRIMARY KEY, body TEXT)")
+        return connection
+
+    def fresh_rows() -> FreshRows:
+        ids = new_ids(len(rows) + 1)
+        fresh = []
+        for row, decision_id in zip(rows, ids[1:], strict=True):
+            cells = list(row)
+            cells[id_at[0]], cells[id_at[1]] = decision_id, ids[0]
+            fresh.append(cells)
+        return ids[0], fresh
+
+    def per_decision(connection: sqlite3.Connection, pending: list[FreshRows]) -> None:
+        answer_id, fresh = pending.pop()
+        connection.execute("BEGIN")
+        connection.execute(insert_answer, (answer_id, answer_id, "0" * 64, len(rows)))
+        connection.executemany(insert_decisions, fresh)
+        connection.execute("COMMIT")
+
+    def per_answer(connection: sqlite3.Connection, pending: list[FreshRows]) -> None:
+        answer_id, _ = pending.pop()
+        connection.execute("BEGIN")
+        connection.execute("INSERT INTO answer_bodies VALUES (?, ?)", (answer_id, body))
+        connection.execute("COMMIT")
+
+    costs = {}
+    for label, name, indexed, commit in (
+        ("a row per decision, the table as it is (4 B-trees)", "indexed", True, per_decision),
+        ("a row per decision, without the 2 indexes", "bare", False, per_decision),
+        ("one row per answer (its decisions as one JSON text)", "body", True, per_answer),
+    ):
+        connection = connect(name, indexed)
+        pending = [fresh_rows() for _ in range(RUNS)]
+        costs[f"sqlite3 alone, 1000 rows, FULL: {label}"] = _median_ms(
+            functools.partial(commit, connection, pending)
+        )
+        connection.close()
     return costs
 
 

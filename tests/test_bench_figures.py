@@ -50,3 +50,41 @@ def test_the_shadow_table_compares_with_the_same_service_without_a_challenger():
     assert "MISS <= 1.5x" in rows["single-row p99 latency, ms"]
     assert "ok >= 0.8x" in rows["rows/s, 1000-row V2 requests, 4 clients"]
     assert shadow_table({"service": servers["service"]}).startswith("challenger in shadow: not")
+
+
+def test_sqlite_floor_writes_the_answers_rows_into_the_stores_own_table(tmp_path):
+    """The floor times real inserts: every commit's rows are in the table the store
+    created (with fresh ids), the bare table has lost its two indexes, and the
+    per-answer table holds one row per commit."""
+    import sqlite3
+
+    from bench.record_costs import RUNS, SECONDARY_INDEXES, measure_sqlite_floor
+    from loan_preprocessing.records.store import Answer, new_ids
+    from loan_preprocessing.records.tables import decisions
+
+    rows = 3
+    columns: dict[str, list[object]] = {
+        c.name: [None] * rows for c in decisions.columns if c.name not in ("answer_id", "position")
+    }
+    columns.update(
+        decision_id=new_ids(rows),
+        Loan_Status=["Y", "N", "Y"],
+        probability=[0.9, 0.2, 0.7],
+        reason_codes=["", "CREDIT_HISTORY", ""],
+        reasons=["[]", '[{"code": "CREDIT_HISTORY", "text": "..."}]', "[]"],
+        answer=['{"Loan_Status": "Y"}', '{"Loan_Status": "N"}', '{"Loan_Status": "Y"}'],
+    )
+    costs = measure_sqlite_floor(Answer(new_ids(1)[0], "/bench", "t", "0" * 64, columns), tmp_path)
+    assert len(costs) == 3 and all(ms > 0 for ms in costs.values())
+
+    def one(name: str, sql: str) -> object:
+        with sqlite3.connect(tmp_path / f"floor-{name}.sqlite3") as connection:
+            return connection.execute(sql).fetchone()[0]
+
+    for name in ("indexed", "bare"):
+        assert one(name, "SELECT count(DISTINCT decision_id) FROM decisions") == rows * RUNS
+        assert one(name, "SELECT count(DISTINCT answer_id) FROM answers") == RUNS
+    indexes = "SELECT group_concat(name) FROM sqlite_master WHERE tbl_name = 'decisions'"
+    assert all(index in str(one("indexed", indexes)) for index in SECONDARY_INDEXES)
+    assert not any(index in str(one("bare", indexes)) for index in SECONDARY_INDEXES)
+    assert one("body", "SELECT count(*) FROM answer_bodies") == RUNS
