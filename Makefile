@@ -129,9 +129,10 @@ test-setup:
 	@# The decision-record tests start a real PostgreSQL 15 (Debian's package).
 	@test -x $(PG_BIN)/initdb || { [ "$$(id -u)" = 0 ] && { apt-get install -y -q postgresql-15 || { apt-get update && apt-get install -y -q postgresql-15; }; }; } || echo "PostgreSQL 15 is missing (sudo apt-get install postgresql-15): its tests will skip" >&2
 
-## lint: ruff checks and mypy type checks
+## lint: ruff checks, ruff's formatting (checked, not changed) and mypy type checks
 lint: $(FULL_VENV)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
 ## format: ruff formatting

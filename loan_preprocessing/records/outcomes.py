@@ -98,14 +98,28 @@ def newest_delivered(connection: Connection, loan_ids: Sequence[str]) -> dict[st
     return newest
 
 
-def _insert_ignoring_duplicates(connection: Connection, rows: list[dict[str, Any]]) -> None:
+def _insert_new(connection: Connection, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """Insert the outcomes not stored yet; the (decision_id, outcome) of the rows
+    it inserted. One that a concurrent report committed meanwhile is skipped,
+    and left out, so only one of two reports says it recorded it."""
     if not rows:
-        return
+        return set()
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(outcomes).on_conflict_do_nothing(
-        index_elements=["decision_id", "outcome"]
+    statement = (
+        dialect.insert(outcomes)
+        .on_conflict_do_nothing(index_elements=["decision_id", "outcome"])
+        .returning(outcomes.c.decision_id, outcomes.c.outcome)
     )
-    connection.execute(statement, rows)
+    return {(row.decision_id, row.outcome) for row in connection.execute(statement, rows)}
+
+
+def _stored_days(connection: Connection, ids: list[str]) -> dict[tuple[str, str], date]:
+    stored = select(outcomes.c.decision_id, outcomes.c.outcome, outcomes.c.observed_on)
+    return {
+        (row.decision_id, row.outcome): row.observed_on
+        for chunk in _chunks(ids)
+        for row in connection.execute(stored.where(outcomes.c.decision_id.in_(chunk)))
+    }
 
 
 def record_outcomes(
@@ -131,35 +145,37 @@ def record_outcomes(
             if unknown:
                 raise UnknownDecisions(list(dict.fromkeys(unknown)))
             ids = sorted({i for i in resolved if i is not None})
-            stored = select(outcomes.c.decision_id, outcomes.c.outcome, outcomes.c.observed_on)
-            existing = {
-                (row.decision_id, row.outcome): row.observed_on
-                for chunk in _chunks(ids)
-                for row in connection.execute(stored.where(outcomes.c.decision_id.in_(chunk)))
-            }
-            fresh: dict[tuple[str, str], date] = {}
-            results = []
+            existing = _stored_days(connection, ids)
+            keys = []
             for report, decision_id in zip(reports, resolved, strict=True):
                 assert decision_id is not None
-                key = (decision_id, report.outcome)
-                new = key not in existing and key not in fresh
-                if new:
-                    fresh[key] = report.observed_on
-                results.append(
-                    {
-                        "decision_id": decision_id,
-                        "outcome": report.outcome,
-                        "observed_on": (existing.get(key) or fresh[key]).isoformat(),
-                        "recorded": new,
-                    }
-                )
-            _insert_ignoring_duplicates(
+                keys.append((decision_id, report.outcome))
+            # The first report of an outcome not stored yet gives its day.
+            fresh: dict[tuple[str, str], date] = {}
+            for key, report in zip(keys, reports, strict=True):
+                if key not in existing:
+                    fresh.setdefault(key, report.observed_on)
+            inserted = _insert_new(
                 connection,
                 [
                     {"decision_id": d, "outcome": o, "observed_on": day, "recorded_at": now}
                     for (d, o), day in fresh.items()
                 ],
             )
+            if len(inserted) < len(fresh):  # reported meanwhile: the stored day stands
+                existing = _stored_days(connection, ids)
+            results, claimed = [], set()
+            for key in keys:
+                day = fresh[key] if key in inserted else existing[key]
+                results.append(
+                    {
+                        "decision_id": key[0],
+                        "outcome": key[1],
+                        "observed_on": day.isoformat(),
+                        "recorded": key in inserted and key not in claimed,
+                    }
+                )
+                claimed.add(key)
             return results
     except SQLAlchemyError as exc:
         raise StoreUnavailable(f"decision store unavailable: {one_line(exc)}") from None

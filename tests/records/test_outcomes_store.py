@@ -6,10 +6,12 @@ decisions, and the older-schema refusal of a store at the previous revision."""
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 
 from loan_preprocessing.records.migrations import SchemaOutOfDate
 from loan_preprocessing.records.outcomes import (
@@ -25,7 +27,7 @@ from loan_preprocessing.records.outcomes import (
 )
 from loan_preprocessing.records.promotions import list_promotions, record_promotion
 from loan_preprocessing.records.store import new_ids
-from loan_preprocessing.records.tables import decisions
+from loan_preprocessing.records.tables import decisions, outcomes
 from loan_preprocessing.schema import EXAMPLE_APPLICATION, Decision, LoanApplication
 from tests.support.records import record_delivered
 
@@ -71,6 +73,30 @@ def test_the_same_outcome_twice_is_one_row_and_a_loan_id_is_its_newest_decision(
     record_outcomes(store, [OutcomeReport("delinquent", DAY, decision_id=first[1])])
     rows = sorted((r["decision_id"], r["outcome"]) for r in export_outcomes(store))
     assert rows == sorted([(first[1], "repaid"), (first[1], "delinquent"), (second[0], "repaid")])
+
+
+def test_an_outcome_reported_meanwhile_by_another_caller_is_not_claimed_as_recorded(store):
+    """Two callers report the same outcome at once: the one whose insert meets the
+    other's (committed while it waited) says recorded: false, with the stored day."""
+    ids = _recorded(store.url, ["LP5"], "Y")
+    with store.engine.connect() as other:
+        held = other.begin()
+        other.execute(
+            insert(outcomes).values(
+                decision_id=ids[0], outcome="repaid", observed_on=DAY, recorded_at=datetime.now(UTC)
+            )
+        )
+        later = OutcomeReport("repaid", DAY + timedelta(days=2), decision_id=ids[0])
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(record_outcomes, store, [later])
+            # It has read (no outcome committed yet) and waits at its insert.
+            time.sleep(0.5)
+            assert not pending.done()
+            held.commit()
+            result = pending.result(timeout=10)
+    assert result[0]["recorded"] is False
+    assert result[0]["observed_on"] == DAY.isoformat()
+    assert [(r["outcome"], r["observed_on"]) for r in export_outcomes(store)] == [("repaid", DAY)]
 
 
 def test_an_unknown_decision_records_nothing_and_is_named(store):
