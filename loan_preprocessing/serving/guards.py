@@ -35,6 +35,18 @@ MAX_LISTED_PROBLEMS: Final = MAX_LISTED_ERRORS
 # Keys of a listed problem that clients get; pydantic's "url", "input" and "ctx" are not.
 PROBLEM_KEYS: Final = ("loc", "line", "column", "msg", "type")
 _SHOWN_NAME_CHARS: Final = 40
+# What a request shed by the batcher is asked to wait: about one adaptive
+# batch window's worth of backlog to drain.
+SHED_RETRY_AFTER_SECONDS: Final = 1
+
+
+def shed_error(max_latency_ms: int) -> str:
+    """The one line a request shed by BentoML's batcher gets."""
+    return (
+        "the service is at capacity: it could not decide this request within "
+        f"LOAN_MAX_LATENCY_MS ({max_latency_ms} ms), so nothing was decided or "
+        f"recorded; retry after {SHED_RETRY_AFTER_SECONDS} s"
+    )
 
 
 async def read_body(receive: Receive) -> bytes:
@@ -360,17 +372,22 @@ def bounded_error(answer: dict[str, Any]) -> dict[str, Any]:
 
 class ErrorBodies:
     """Rewrites every 400 answer of the API paths with `bounded_error`, and
-    reports its listed problems (to count validation failures by field)."""
+    reports its listed problems (to count validation failures by field). A 503
+    from inside is BentoML's batcher shedding the request (the only 503 BentoML
+    gives there); it said "An unexpected error has occurred": it becomes
+    `shed_error` with a Retry-After."""
 
     def __init__(
         self,
         app: Any,
         paths: frozenset[str],
         on_failure: Callable[[list[dict[str, Any]]], None],
+        shed_error: str,
     ) -> None:
         self.app = app
         self.paths = paths
         self.on_failure = on_failure
+        self.shed_error = shed_error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] not in self.paths:
@@ -379,7 +396,7 @@ class ErrorBodies:
         body = bytearray()
 
         async def rewriting_send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 400:
+            if message["type"] == "http.response.start" and message["status"] in (400, 503):
                 start.update(message)
                 return
             if not start or message["type"] != "http.response.body":
@@ -387,6 +404,13 @@ class ErrorBodies:
             body.extend(message.get("body", b""))
             if message.get("more_body", False):
                 return
+            if start["status"] == 503:
+                return await send_json(
+                    send,
+                    503,
+                    {"error": self.shed_error},
+                    [(b"retry-after", str(SHED_RETRY_AFTER_SECONDS).encode())],
+                )
             payload = self._rewritten(bytes(body))
             headers = [
                 (k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"

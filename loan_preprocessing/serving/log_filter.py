@@ -1,10 +1,12 @@
-"""Keep the service log readable: a caller's bad input is one line, not a traceback."""
+"""Keep the service log readable: a caller's bad input, or a request the batcher
+shed under load, is one line, not a traceback."""
 
 from __future__ import annotations
 
 import logging
 from typing import Final
 
+from bentoml.exceptions import ServiceUnavailable
 from pydantic import ValidationError
 
 # BentoML logs every exception of an API call, validation errors included,
@@ -14,17 +16,26 @@ BENTOML_HTTP_LOGGER: Final = "bentoml._internal.server.http_app"
 
 class ValidationTracebackFilter(logging.Filter):
     """Turns BentoML's error-with-traceback for a pydantic ValidationError into a
-    one-line warning: it is the caller's mistake (answered 400), not the server's."""
+    one-line warning: it is the caller's mistake (answered 400), not the server's.
+    Likewise a request its batcher shed (ServiceUnavailable, answered 503): load,
+    not a fault; `bentoml_service_request_total{http_response_code="503"}` on
+    /metrics counts them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], ValidationError):
-            error = record.exc_info[1]
-            record.msg = f"{record.getMessage()}: 400, {error.error_count()} validation error(s)"
-            record.args = ()
-            record.exc_info = None
-            record.exc_text = None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ValidationError):
+            _one_line(record, f"400, {error.error_count()} validation error(s)")
+        elif isinstance(error, ServiceUnavailable):
+            _one_line(record, "503, shed by the batcher (past LOAN_MAX_LATENCY_MS)")
         return True
+
+
+def _one_line(record: logging.LogRecord, outcome: str) -> None:
+    record.msg = f"{record.getMessage()}: {outcome}"
+    record.args = ()
+    record.exc_info = None
+    record.exc_text = None
+    record.levelno, record.levelname = logging.WARNING, "WARNING"
 
 
 def quiet_validation_tracebacks() -> None:

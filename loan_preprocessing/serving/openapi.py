@@ -66,7 +66,10 @@ EXTRA_RESPONSES: Final = {
     "413": "Request body larger than LOAN_MAX_BODY_BYTES.",
     "415": "Content-Type is not the one this route takes.",
     "429": "Too many requests in flight; retry after a short, jittered backoff.",
-    "503": "Not ready (starting or stopping); retry with backoff.",
+    "503": (
+        "Nothing was decided: the service is at capacity (not decided within "
+        "LOAN_MAX_LATENCY_MS) or cannot record decisions now; retry after Retry-After."
+    ),
     "504": "Not answered within LOAN_TIMEOUT_SECONDS; retry with backoff.",
 }
 

@@ -19,6 +19,7 @@ from loan_preprocessing.serving.guards import (
     ContentTypeGuard,
     ErrorBodies,
     JsonBodyGuard,
+    shed_error,
 )
 from loan_preprocessing.serving.middleware import (
     AmbiguousFraming,
@@ -93,7 +94,14 @@ def middleware_stack(
                 "key_required": settings.api_key is not None,
             },
         ),
-        (ErrorBodies, {"paths": api_paths, "on_failure": on_validation_failure}),
+        (
+            ErrorBodies,
+            {
+                "paths": api_paths,
+                "on_failure": on_validation_failure,
+                "shed_error": shed_error(settings.max_latency_ms),
+            },
+        ),
         (ContentTypeGuard, {"accepted": media_types}),
         (JsonBodyGuard, {"known_keys": known_keys}),
     ]
