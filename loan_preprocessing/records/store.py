@@ -405,14 +405,19 @@ class DecisionStore:
         names: Sequence[str],
         start: datetime | None = None,
         end: datetime | None = None,
+        delivered_only: bool = False,
     ) -> dict[str, list[Any]]:
-        """Columns `names` of every decision made in [start, end), oldest first, as
-        lists: a decisions column by its name, or one of the answer's facts
-        (`answered_at`, `model_tag`, ...). For reports over millions of decisions:
-        no record dicts, no JSON read (`export` builds both for each decision)."""
+        """Columns `names` of every decision made in [start, end) (of those whose
+        answer was delivered, when `delivered_only`), oldest first, as lists: a
+        decisions column by its name, or one of the answer's facts (`answered_at`,
+        `model_tag`, ...). For reports over millions of decisions: no record
+        dicts, no JSON read (`export` builds both for each decision)."""
         facts = {column.name: column for column in _ANSWER_FACTS}
         selected = [facts[n] if n in facts else decisions.c[n] for n in names]
-        return self.columns(_decisions_in(selected, start, end), names)
+        query = _decisions_in(selected, start, end)
+        if delivered_only:
+            query = query.where(answers.c.delivered.is_(True))
+        return self.columns(query, names)
 
     def columns(self, query: Select[Any], names: Sequence[str]) -> dict[str, list[Any]]:
         """The columns of `query`'s rows (named `names`, in its order) as lists,

@@ -79,19 +79,30 @@ def test_challenger_decisions_are_kept_beside_the_decisions_and_reported(store_u
 
 def test_the_reports_read_of_the_store_is_the_frame_of_its_export(store_url):
     """store_decisions reads columns straight from the store (fast on millions of
-    decisions); it must give the frame decisions_frame makes of the export."""
+    decisions); it must give the frame decisions_frame makes of the export. Both
+    leave out an answer never delivered (a 504, a client gone): the applicant
+    was not told it."""
     import pandas as pd
 
     from loan_preprocessing.operations.model_risk.inputs import decisions_frame, store_decisions
+    from loan_preprocessing.records.rows import object_columns
+    from loan_preprocessing.records.store import Answer, new_ids
 
     _recorded(store_url)
     store = DecisionStore(store_url)
     try:
+        answer_id, decision_id = new_ids(2)
+        never_told = Decision(
+            Loan_ID="LP9", Loan_Status="N", probability=0.1, reasons=[], decision_id=decision_id
+        )
+        columns = object_columns([EXAMPLE_APPLICATION], [never_told])
+        store.record([Answer(answer_id, "/predict", CHAMPION, "0" * 64, columns)])
+        assert sum(1 for _ in store.export()) == 7
         exported = decisions_frame(store.export())
         read = store_decisions(store)
         # A time window bounds both alike.
         assert store_decisions(store, end=datetime.now(UTC) - timedelta(days=1)).empty
     finally:
         store.close()
-    assert len(read) == 6
+    assert len(read) == 6 and decision_id not in set(read["decision_id"])
     pd.testing.assert_frame_equal(read, exported, check_dtype=False)

@@ -45,9 +45,13 @@ class TableError(ValueError):
 
 def decisions_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """Decision records as the store exports them (`time`, `model_tag`,
-    `application`, `Loan_Status`, `probability`, `reasons` as a list of codes)."""
+    `application`, `Loan_Status`, `probability`, `reasons` as a list of codes).
+    A record marked undelivered was never given to the applicant and is left
+    out, as drift and fairness leave it out."""
     rows = []
     for record in records:
+        if record.get("delivered") is False:
+            continue
         application = record.get("application") or {}
         reasons = record.get("reasons") or []
         rows.append(
@@ -132,9 +136,11 @@ STORE_DECISION_COLUMNS: Final = {
 def store_decisions(
     store: DecisionStore, start: datetime | None = None, end: datetime | None = None
 ) -> pd.DataFrame:
-    """The decisions answered in [start, end), from the store: the frame
+    """The decisions delivered in [start, end), from the store: the frame
     decisions_frame makes of the same decisions exported, read as columns."""
-    columns = store.decision_columns(list(STORE_DECISION_COLUMNS.values()), start, end)
+    columns = store.decision_columns(
+        list(STORE_DECISION_COLUMNS.values()), start, end, delivered_only=True
+    )
     frame = pd.DataFrame(
         {name: columns[stored] for name, stored in STORE_DECISION_COLUMNS.items()},
         columns=list(STORE_DECISION_COLUMNS),
