@@ -35,7 +35,7 @@ from loan_preprocessing.serving import (
 from loan_preprocessing.serving import timeout as request_timeout
 from loan_preprocessing.serving.csv_upload import answer_csv_upload
 from loan_preprocessing.serving.heap import freeze_startup_heap
-from loan_preprocessing.serving.log_filter import quiet_validation_tracebacks
+from loan_preprocessing.serving.log_filter import quiet_expected_errors
 from loan_preprocessing.serving.metrics import (
     count_validation_failures,
     domain_metrics,
@@ -153,7 +153,7 @@ class LoanApproval:
             os._exit(1)
 
     def _start(self) -> None:
-        quiet_validation_tracebacks()
+        quiet_expected_errors()
         self.scorer = _load_scorer()
         self.model_version = self.scorer.tag.partition(":")[2]
         metrics = domain_metrics()

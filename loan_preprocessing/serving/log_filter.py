@@ -14,7 +14,7 @@ from pydantic import ValidationError
 BENTOML_HTTP_LOGGER: Final = "bentoml._internal.server.http_app"
 
 
-class ValidationTracebackFilter(logging.Filter):
+class ExpectedErrorFilter(logging.Filter):
     """Turns BentoML's error-with-traceback for a pydantic ValidationError into a
     one-line warning: it is the caller's mistake (answered 400), not the server's.
     Likewise a request its batcher shed (ServiceUnavailable, answered 503): load,
@@ -38,7 +38,7 @@ def _one_line(record: logging.LogRecord, outcome: str) -> None:
     record.levelno, record.levelname = logging.WARNING, "WARNING"
 
 
-def quiet_validation_tracebacks() -> None:
+def quiet_expected_errors() -> None:
     logger = logging.getLogger(BENTOML_HTTP_LOGGER)
-    if not any(isinstance(f, ValidationTracebackFilter) for f in logger.filters):
-        logger.addFilter(ValidationTracebackFilter())
+    if not any(isinstance(f, ExpectedErrorFilter) for f in logger.filters):
+        logger.addFilter(ExpectedErrorFilter())
