@@ -90,8 +90,9 @@ def measure_record_costs(
 
 # An answer id and its decision rows, with fresh ids, ready to insert.
 FreshRows = tuple[str, list[list[Any]]]
-# The decisions table's secondary indexes (Loan_ID, and (answer_id, position)).
-SECONDARY_INDEXES = ("ix_decisions_Loan_ID", "decisions_answer_position")
+# The decisions table's secondary indexes (Loan_ID, and (answer_id, position)),
+# by the names the table declares.
+SECONDARY_INDEXES = tuple(sorted(str(index.name) for index in decisions.indexes))
 
 
 def measure_sqlite_floor(answer: Answer, scratch: Path) -> dict[str, float]:
